@@ -1,0 +1,42 @@
+# Fresh machine: `make run` (main job) and `make test` (lint + tests). Both create .venv first.
+PY     ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is pinned and installed before the package: a loose range would pull a multi-GB CUDA
+# build where only the CPU wheel is local. Override with `make TORCH=torch==X.Y.Z`.
+TORCH  ?= torch==2.13.0
+EXTRAS ?= dev,dist,prune
+STAMP  := $(VENV)/.installed-$(subst ==,-,$(TORCH))
+
+.PHONY: setup run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(STAMP)
+
+# The main job on the default data (MNIST, fetched once into the data directory).
+run: setup
+	$(BIN)/cbundles autotune --dataset mnist --model fnn --width 25 --depth 100 \
+		--epochs 3 --check-epochs 3 --train-limit 10000 --test-limit 2000 --out runs/main
+
+test: setup lint
+	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks experiments
+	$(BIN)/ruff check --fix src tests benchmarks experiments
+
+bench: setup
+	$(BIN)/python benchmarks/bench_metric.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

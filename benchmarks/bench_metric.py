@@ -1,0 +1,146 @@
+"""Speed of bundle_stats against a straightforward per-sample loop of the reference scheme.
+
+    python benchmarks/bench_metric.py [--quick] [--out benchmarks/results/bench_metric.json]
+
+For N in {64, 512, 2048, 8192} and D in {50, 4096}, two regimes: all rows distinct, and about
+10 bundles (some conflicting). Both implementations must give the same partition and entropy;
+the ratio naive / ours is measured in this one run. Target: >= 100x at N = 2048, D = 4096.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from conflicting_bundles import bundle_stats
+
+
+def naive_reference(acts: np.ndarray, labels: np.ndarray, w_max: float, lr: float, bs: int):
+    """The reference scheme as a per-sample loop: take the next unassigned sample, compare its
+    row with all rows, assign the equal ones; then the entropy bundle by bundle."""
+    v = np.float32(w_max) - (acts.astype(np.float32) * np.float32(lr)) * np.float32(1.0 / bs)
+    n = len(v)
+    ids = np.full(n, -1, dtype=np.int64)
+    nb = 0
+    for i in range(n):
+        if ids[i] != -1:
+            continue
+        same = np.all(v == v[i], axis=1) & (ids == -1)
+        ids[same] = nb
+        nb += 1
+    total = 0.0
+    for b in range(nb):
+        members = labels[ids == b]
+        _, counts = np.unique(members, return_counts=True)
+        p = counts / len(members)
+        total += len(members) * max(0.0, float(-(p * np.log(p + 1e-5)).sum()))
+    return ids, nb, total / n
+
+
+def make_data(n: int, d: int, regime: str, seed: int = 0):
+    g = np.random.default_rng(seed)
+    labels = g.integers(0, 10, n)
+    if regime == "distinct":
+        acts = g.standard_normal((n, d), dtype=np.float32)
+    else:  # ~10 bundles; bundles mix labels, so some are conflicting
+        protos = g.standard_normal((10, d), dtype=np.float32)
+        acts = protos[g.integers(0, 10, n)]
+    return acts, labels
+
+
+def median_time(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N up to 2048 only")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats of ours")
+    ap.add_argument("--naive-repeats", type=int, default=3, help="timed repeats of the naive loop")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/bench_metric.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ns = [64, 512, 2048] if args.quick else [64, 512, 2048, 8192]
+    w_max, lr, bs = 1.3, 1e-3, 64
+    console = Console()
+    table = Table(title=f"bundle_stats vs naive per-sample loop (CPU, {args.threads} thread)")
+    for col in ("regime", "N", "D", "bundles", "ours ms", "naive ms", "ratio", "same"):
+        table.add_column(col, justify="right")
+    rows = []
+    for regime in ("distinct", "10 bundles"):
+        for d in (50, 4096):
+            for n in ns:
+                acts, labels = make_data(n, d, regime)
+                at, lt = torch.from_numpy(acts), torch.from_numpy(labels)
+                t_ours, s = median_time(
+                    lambda at=at, lt=lt: bundle_stats(at, lt, w_max=w_max, lr=lr, batch_size=bs),
+                    args.repeats,
+                )
+                # The naive loop is O(B * N * D): one repeat where it takes minutes.
+                reps = 1 if n * n * d > 2e10 else args.naive_repeats
+                t_naive, (ids, nb, ent) = median_time(
+                    lambda acts=acts, labels=labels: naive_reference(acts, labels, w_max, lr, bs),
+                    reps,
+                )
+                same = (
+                    s.num_bundles == nb
+                    and s.bundle_ids.tolist() == ids.tolist()
+                    and math.isclose(s.entropy, ent, abs_tol=1e-9)
+                )
+                ratio = t_naive / t_ours
+                rows.append(
+                    dict(
+                        regime=regime,
+                        n=n,
+                        d=d,
+                        bundles=nb,
+                        ours_s=t_ours,
+                        naive_s=t_naive,
+                        naive_repeats=reps,
+                        ratio=ratio,
+                        same=same,
+                    )
+                )
+                table.add_row(
+                    regime,
+                    str(n),
+                    str(d),
+                    str(nb),
+                    f"{t_ours * 1e3:.2f}",
+                    f"{t_naive * 1e3:.1f}",
+                    f"{ratio:.0f}x",
+                    "yes" if same else "NO",
+                )
+                console.print(f"  {regime:10s} N={n:5d} D={d:4d}: {ratio:8.1f}x", highlight=False)
+    console.print(table)
+    target = [r for r in rows if r["n"] == 2048 and r["d"] == 4096]
+    for r in target:
+        ok = "meets" if r["ratio"] >= 100 else "MISSES"
+        console.print(
+            f"target N=2048 D=4096 ({r['regime']}): {r['ratio']:.0f}x {ok} the 100x target"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=2))
+    console.print(f"wrote {out}")
+    if not all(r["same"] for r in rows):
+        raise SystemExit("results differ between implementations")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Bundles and bundle entropy (METHOD.md §2) on tensors.
+
+Imports torch and numpy only: no nn.Module, no I/O. Every other part of the project calls
+:func:`bundle_stats`; a :class:`Criterion` names which grouping rule produced a result so
+reports can say so.
+
+Grouping is exact and sort-based (see :func:`group_rows`): column blocks refine groups, and rows
+already alone in their group are not read again, so the cost is O(N*D*log N) in the worst case
+and far less for distinct rows; the reference's O(N^2 D) loop is only in the tests/benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BundleStats",
+    "Criterion",
+    "bundle_stats",
+    "bundle_entropy_from_ids",
+    "conflict_margin",
+    "group_rows",
+    "resolution",
+    "weight_amplitude",
+]
+
+MODES = ("reference", "raw", "tolerance")
+
+# Largest column block (bytes, as int64 keys) that group_rows materialises at once.
+_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass
+class BundleStats:
+    """Result of :func:`bundle_stats`.
+
+    num_bundles: number of bundles (distinct rows under the mode's equality).
+    entropy: bundle entropy, (1/N) sum_b |b| H(b); 0 iff every bundle is label-pure.
+    bundle_ids: (N,) int64, bundles numbered 0.. in order of first appearance.
+    sizes: (num_bundles,) int64, samples per bundle.
+    """
+
+    num_bundles: int
+    entropy: float
+    bundle_ids: torch.Tensor
+    sizes: torch.Tensor
+
+    @property
+    def conflicting(self) -> bool:
+        return self.entropy > 0.0
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.bundle_ids.numel())
+
+    def as_dict(self) -> dict:
+        return {
+            "num_bundles": self.num_bundles,
+            "entropy": self.entropy,
+            "conflicting": self.conflicting,
+            "num_samples": self.num_samples,
+            "largest_bundle": int(self.sizes.max()) if self.sizes.numel() else 0,
+        }
+
+
+def weight_amplitude(model: torch.nn.Module) -> float:
+    """w_max: the largest |p| over all trainable parameters (buffers such as BN running stats
+    are not parameters and so are excluded). 0.0 for a model without trainable parameters."""
+    w = 0.0
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.numel():
+                w = max(w, float(p.detach().abs().max()))
+    return w
+
+
+def resolution(w_max: float, lr: float = 1e-3, batch_size: int = 64) -> float:
+    """q ~ ulp(w_max) * bs / lr: the per-component activation difference below which the
+    reference criterion cannot tell two samples apart (METHOD.md §9)."""
+    ulp = float(np.spacing(np.float32(abs(w_max)))) if w_max else float(np.finfo(np.float32).tiny)
+    return ulp * batch_size / lr
+
+
+# --------------------------------------------------------------------------------- validation
+def _as_tensor(x, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, (list, tuple)):
+        try:
+            return torch.as_tensor(np.asarray(x))
+        except (ValueError, TypeError) as e:
+            raise TypeError(
+                f"{what}: cannot convert a {type(x).__name__} to an array ({e})."
+            ) from e
+    raise TypeError(f"{what} must be a torch.Tensor or numpy array, got {type(x).__name__}.")
+
+
+def _prepare(acts, labels, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    a = _as_tensor(acts, "acts")
+    y = _as_tensor(labels, "labels")
+    if a.dim() == 0 or a.shape[0] == 0:
+        raise ValueError("acts is empty: bundle statistics need at least one sample (N >= 1).")
+    n = a.shape[0]
+    if y.dim() != 1:
+        y = y.reshape(-1) if y.numel() == n else y
+    if y.dim() != 1 or y.shape[0] != n:
+        raise ValueError(
+            f"labels must have shape (N,) = ({n},) to match acts of shape {tuple(a.shape)}, "
+            f"got {tuple(y.shape)}."
+        )
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        if y.is_floating_point() and bool(torch.all(y == torch.round(y))):
+            pass  # 3.0 is accepted as class 3; 2.5 is not.
+        else:
+            raise TypeError(f"labels must be integers (got dtype {y.dtype}); pass class indices.")
+    y = y.to(device=a.device, dtype=torch.int64)
+    if bool((y < 0).any()):
+        raise ValueError(f"labels must be >= 0; found {int(y.min())}.")
+    ymax = int(y.max())
+    if num_classes is None:
+        num_classes = ymax + 1
+    elif ymax >= num_classes:
+        raise ValueError(
+            f"label {ymax} is out of range for num_classes={num_classes}; labels must be in "
+            f"[0, {num_classes - 1}] (or leave num_classes=None to infer it)."
+        )
+    if a.is_complex():
+        raise TypeError("acts must be real-valued, got a complex tensor.")
+    # float16/bfloat16/int activations are cast to float32 first, as the reference does.
+    a = a.reshape(n, -1).to(torch.float32)
+    return a, y, int(num_classes)
+
+
+def _check_finite(v: torch.Tensor, what: str) -> None:
+    if bool(torch.isfinite(v.sum())):
+        return  # one cheap reduction; only a non-finite sum needs the element-wise check
+    bad = ~torch.isfinite(v)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.any(dim=1)).flatten()[:5].tolist()
+        raise ValueError(
+            f"{what} contain NaN or Inf (first bad samples: {rows}). Bundles are undefined for "
+            "non-finite values: the network has diverged; lower the learning rate or check "
+            "the input."
+        )
+
+
+# ------------------------------------------------------------------------------------ grouping
+def _first_appearance_ids(inverse: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Renumber arbitrary group ids (N,) in [0, G) so that groups are numbered in order of
+    their first sample."""
+    n = inverse.numel()
+    first = torch.full((num_groups,), n, dtype=torch.int64, device=inverse.device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
+    order = torch.argsort(first)  # group ids sorted by first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(num_groups, device=inverse.device)
+    return rank[inverse]
+
+
+def group_rows(
+    a: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    max_block_bytes: int = _CHUNK_BYTES,
+) -> tuple[torch.Tensor, int]:
+    """Partition the rows of ``transform(a)`` ((N, D) float32) by exact equality (-0.0 == 0.0).
+
+    Column-block refinement: rows start in one group; each round reads the next block of
+    columns (16, 64, 256, ... wide) of the rows that still share a group with another row,
+    applies the element-wise ``transform`` to that block only, and splits groups by exact
+    equality of (group id, block bits) with a sort (``torch.unique(dim=0)``). Rows that are
+    alone in their group are never read again, so all-distinct data costs O(16 N) reads and
+    duplicated data one pass over its columns; every split is exact, no hashing.
+    Extra memory: one block, at most ``max_block_bytes`` (64 MiB) + O(N).
+
+    Returns (ids (N,) int64 numbered by first appearance, number of groups).
+    """
+    n, d = a.shape
+    dev = a.device
+    gid = torch.zeros(n, dtype=torch.int64, device=dev)
+    if n == 1 or d == 0:
+        return gid, 1
+    active = torch.arange(n, device=dev)  # rows whose group has another member
+    col, width = 0, 16
+    num = 1
+    while col < d and active.numel():
+        rows_cap = max(1, max_block_bytes // (8 * max(1, active.numel())))
+        w = min(width, d - col, rows_cap)
+        all_rows = active.numel() == n
+        raw = a[:, col : col + w] if all_rows else a[active, col : col + w]  # (n_active, w)
+        g_act = gid if all_rows else gid[active]  # (n_active,)
+        # Cheap path: rows equal to their group's first row on the raw block stay equal after
+        # any element-wise transform, so nothing splits and no transform is needed.
+        first = torch.full((num,), n, dtype=torch.int64, device=dev)
+        first.scatter_reduce_(0, g_act, torch.arange(g_act.numel(), device=dev), reduce="amin")
+        if bool((raw == raw[first[g_act]]).all()):
+            col += w
+            width *= 4
+            continue
+        blk = transform(raw) if transform is not None else raw
+        bits = (blk.to(torch.float32) + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
+        key = torch.cat([g_act[:, None], bits.to(torch.int64)], dim=1)  # (n_active, w + 1)
+        _, inv = torch.unique(key, dim=0, return_inverse=True)  # (n_active,) in [0, k)
+        counts = torch.bincount(inv)  # (k,)
+        gid[active] = num + inv  # fresh ids above every id in use
+        num += counts.numel()
+        active = active[counts[inv] > 1]
+        col += w
+        width *= 4
+    _, gid = torch.unique(gid, return_inverse=True)
+    g = int(gid.max()) + 1
+    return _first_appearance_ids(gid, g), g
+
+
+def group_rows_tolerance(v: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+    """Leader clustering under max-norm distance <= gamma.
+
+    "Closer than gamma" is not transitive; chains are resolved the way the reference loop
+    resolves them: take the first unassigned sample as a leader, assign every still-unassigned
+    sample within gamma of the LEADER to its bundle, repeat. Bundles are therefore numbered by
+    first appearance and a sample joins the earliest leader that covers it. Worst case
+    O(N^2 D) vectorised work (every sample a leader).
+    """
+    n = v.shape[0]
+    dev = v.device
+    ids = torch.full((n,), -1, dtype=torch.int64, device=dev)
+    g = 0
+    unassigned = torch.arange(n, device=dev)
+    while unassigned.numel():
+        leader = unassigned[0]
+        dist = (v[unassigned] - v[leader]).abs().amax(dim=1)  # (U,)
+        close = dist <= gamma
+        ids[unassigned[close]] = g
+        g += 1
+        unassigned = unassigned[~close]
+    return ids, g
+
+
+# ------------------------------------------------------------------------------------ entropy
+def bundle_entropy_from_ids(
+    bundle_ids: torch.Tensor, labels: torch.Tensor, num_bundles: int, num_classes: int
+) -> tuple[float, torch.Tensor]:
+    """Bundle entropy (1/N) sum_b |b| H(b), H(b) = max(0, -sum_c p_bc ln(p_bc + 1e-5)).
+
+    Computed in float64 (the reference's numpy default). Returns (entropy, sizes (B,) int64).
+    """
+    n = bundle_ids.numel()
+    counts = torch.bincount(bundle_ids * num_classes + labels, minlength=num_bundles * num_classes)
+    counts = counts.reshape(num_bundles, num_classes).to(torch.float64)  # (B, C)
+    sizes = counts.sum(dim=1)  # (B,)
+    p = counts / sizes[:, None]
+    h = -(p * torch.log(p + 1e-5)).sum(dim=1)  # empty classes: 0 * ln(1e-5) = 0
+    h = torch.clamp(h, min=0.0)
+    entropy = float((sizes * h).sum() / n)
+    return entropy, sizes.to(torch.int64)
+
+
+# ------------------------------------------------------------------------------------ public
+def _transform(a: torch.Tensor, w_max: float, lr: float, batch_size: int) -> torch.Tensor:
+    """v = f32(w_max) - (a * f32(lr)) * f32(1/bs), in float32 and in exactly this order."""
+    t = a * torch.tensor(lr, dtype=torch.float32, device=a.device)
+    t = t * torch.tensor(1.0 / batch_size, dtype=torch.float32, device=a.device)
+    return torch.tensor(w_max, dtype=torch.float32, device=a.device) - t
+
+
+def _reference_transform(w_max: float, lr: float, batch_size: int):
+    return lambda blk: _transform(blk, w_max, lr, batch_size)
+
+
+def bundle_stats(
+    acts,
+    labels,
+    *,
+    num_classes: int | None = None,
+    w_max: float = 0.0,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    mode: str = "reference",
+    gamma: float | None = None,
+    max_block_bytes: int = _CHUNK_BYTES,
+) -> BundleStats:
+    """Bundles of one layer's activations and their bundle entropy.
+
+    acts: (N, ...) torch tensor or numpy array, flattened to (N, D) float32.
+    labels: (N,) integers in [0, num_classes).
+    mode: "reference" (METHOD.md §2: v = w_max - a*lr*(1/bs) in float32, exact row equality),
+      "raw" (exact equality of the float32 activations), or "tolerance" (rows within ``gamma``
+      in max-norm of the raw activations, leader clustering, see :func:`group_rows_tolerance`).
+    Memory beyond the (N, D) float32 input: one column block of at most ``max_block_bytes``
+    (64 MiB) plus O(N) ids, so N = 100,000 x D = 4,096 (1.6 GiB of input) needs about 70 MiB
+    more; the transform is applied block by block, never to the whole matrix.
+    Result tensors live on the input's device.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if mode == "reference":
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a positive finite number, got {lr}.")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        if not math.isfinite(w_max):
+            raise ValueError(f"w_max must be finite, got {w_max}.")
+    if mode == "tolerance" and (gamma is None or not gamma >= 0):
+        raise ValueError(
+            "mode='tolerance' needs gamma >= 0 (the max-norm distance that merges rows)."
+        )
+    a, y, c = _prepare(acts, labels, num_classes)
+    _check_finite(a, "activations")
+    if mode == "reference":
+        ids, g = group_rows(a, _reference_transform(float(w_max), float(lr), int(batch_size)))
+    elif mode == "raw":
+        ids, g = group_rows(a)
+    else:
+        ids, g = group_rows_tolerance(a, float(gamma))
+    entropy, sizes = bundle_entropy_from_ids(ids, y, g, c)
+    return BundleStats(num_bundles=g, entropy=entropy, bundle_ids=ids, sizes=sizes)
+
+
+def conflict_margin(
+    acts, labels, *, w_max: float, lr: float = 1e-3, batch_size: int = 64, chunk_rows: int = 512
+) -> float:
+    """Smallest max-norm distance between two differently labelled samples, divided by the
+    reference resolution q (METHOD.md §9). margin > 1 guarantees reference entropy 0; inf when
+    all labels are equal. O(N^2 D), meant for N <= a few thousand."""
+    a, y, _ = _prepare(acts, labels, None)
+    _check_finite(a, "activations")
+    q = resolution(w_max, lr, batch_size)
+    best = math.inf
+    for s in range(0, a.shape[0], chunk_rows):
+        d = torch.cdist(a[s : s + chunk_rows].double(), a.double(), p=float("inf"))  # (n, N)
+        diff = y[s : s + chunk_rows, None] != y[None, :]
+        if bool(diff.any()):
+            best = min(best, float(d[diff].min()))
+    return best / q
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A named grouping rule, so that every result can say which criterion produced it.
+
+    - ``reference``: METHOD.md §2 (the default, never altered).
+    - ``raw``: exact equality of raw activations.
+    - ``coarse:K``: rows whose components all differ by at most K*q (q = :func:`resolution`),
+      i.e. the reference resolution made K times coarser.
+    - ``tol:G``: absolute max-norm tolerance G on raw activations.
+    - ``rel:R``: tolerance R times the layer's activation scale (max |a| over the batch), which
+      avoids the dependence on where w_max falls on the float32 grid.
+    """
+
+    kind: str = "reference"
+    value: float | None = None
+
+    @staticmethod
+    def parse(text: str | Criterion) -> Criterion:
+        if isinstance(text, Criterion):
+            return text
+        t = text.strip().lower()
+        if t in ("reference", "raw"):
+            return Criterion(t)
+        kind, _, val = t.partition(":")
+        if kind in ("coarse", "tol", "rel") and val:
+            try:
+                x = float(val)
+            except ValueError:
+                x = float("nan")
+            if not (x >= 0 and math.isfinite(x)):
+                raise ValueError(f"criterion {text!r}: the value after ':' must be a number >= 0.")
+            return Criterion(kind, x)
+        raise ValueError(
+            f"unknown criterion {text!r}; use reference, raw, coarse:K (e.g. coarse:16), "
+            "tol:G (absolute) or rel:R (relative to the activation scale)."
+        )
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}:{self.value:g}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def stats(
+        self, acts, labels, *, num_classes=None, w_max=0.0, lr=1e-3, batch_size=64
+    ) -> BundleStats:
+        """bundle_stats under this criterion."""
+        kw = dict(num_classes=num_classes)
+        if self.kind == "reference":
+            return bundle_stats(acts, labels, w_max=w_max, lr=lr, batch_size=batch_size, **kw)
+        if self.kind == "raw":
+            return bundle_stats(acts, labels, mode="raw", **kw)
+        if self.kind == "coarse":
+            gamma = self.value * resolution(w_max, lr, batch_size)
+        elif self.kind == "tol":
+            gamma = self.value
+        else:
+            a = _as_tensor(acts, "acts")
+            scale = float(a.detach().abs().max()) if a.numel() else 0.0
+            gamma = self.value * scale
+        return bundle_stats(acts, labels, mode="tolerance", gamma=gamma, **kw)

@@ -1,0 +1,373 @@
+"""Capture a^(l) with forward hooks and measure bundles per layer, without editing the model.
+
+Three ways to name what to measure:
+- module names, module objects, or a regex over ``named_modules()`` (kind ``output`` = the
+  module's output, or ``residual-branch`` = output - input for shape-preserving blocks);
+- probe points a model declares itself via ``model.probe_points(kind)`` (our models do, as
+  METHOD.md §2 requires: FNN hidden outputs after ReLU, plain block outputs, residual branches
+  scaled by the conv variances). A declared point is a module plus a transform
+  ``(inputs, output) -> activation``; :class:`Tap` is an identity module that models call at the
+  exact place to be read, passing extra tensors the transform needs.
+
+Hooks are removed on exit of the context manager, also on exceptions (like lucidrains'
+Extractor ``eject``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .metric import (
+    Criterion,
+    _first_appearance_ids,
+    _reference_transform,
+    bundle_entropy_from_ids,
+    group_rows,
+    weight_amplitude,
+)
+
+__all__ = ["ProbePoint", "Tap", "probe", "Probe", "measure", "LayerResult", "resolve_points"]
+
+Transform = Callable[[tuple, object], torch.Tensor]
+
+
+class Tap(nn.Module):
+    """Identity that marks a probe point: ``self.tap(x, *aux)`` returns x unchanged. A declared
+    :class:`ProbePoint` on it receives ``(x, *aux)`` as inputs, so it can compute e.g. a scaled
+    residual branch only while it is being probed (no cost otherwise)."""
+
+    def forward(self, x: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """Where to read an activation: ``module``'s forward hook, mapped by ``transform``
+    (default: the module's output)."""
+
+    name: str
+    module: nn.Module
+    kind: str = "output"
+    transform: Transform | None = None
+
+    def read(self, inputs: tuple, output) -> torch.Tensor:
+        if self.transform is not None:
+            return self.transform(inputs, output)
+        if self.kind == "residual-branch":
+            x = inputs[0]
+            out = output[0] if isinstance(output, tuple) else output
+            if not isinstance(x, torch.Tensor) or x.shape != out.shape:
+                raise ValueError(
+                    f"probe {self.name!r}: residual-branch needs a shape-preserving module, but "
+                    f"input {tuple(getattr(x, 'shape', ()))} != output {tuple(out.shape)}."
+                )
+            return out - x
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"probe {self.name!r}: module output is {type(out).__name__}, not a tensor; "
+                "declare a ProbePoint with a transform that picks the tensor."
+            )
+        return out
+
+
+def _declared(model: nn.Module, kind: str | None) -> list[ProbePoint] | None:
+    fn = getattr(model, "probe_points", None)
+    if not callable(fn):
+        return None
+    return list(fn() if kind is None else fn(kind))
+
+
+def resolve_points(
+    model: nn.Module,
+    layers: str | nn.Module | Iterable[str | nn.Module | ProbePoint] | None = None,
+    kind: str | None = None,
+) -> list[ProbePoint]:
+    """Turn a layer spec into probe points, in model order.
+
+    layers=None: the model's declared probe points (``model.probe_points(kind)``); error if the
+    model declares none. A string that names a module exactly is that module; any other string
+    is a regex matched (fullmatch) against ``named_modules()`` names.
+    kind: "output" or "residual-branch" for named modules; for declared points, the model's own
+    kind names (e.g. "branch", "block-output").
+    """
+    if layers is None:
+        pts = _declared(model, kind)
+        if pts is None:
+            raise ValueError(
+                f"{type(model).__name__} declares no probe points: pass layers= (module names, "
+                "modules or a regex over named_modules(), e.g. layers=r'layer\\d+\\.\\d+')."
+            )
+        if not pts:
+            raise ValueError(f"{type(model).__name__} declares no probe points of kind {kind!r}.")
+        return pts
+    hook_kind = kind or "output"
+    if hook_kind not in ("output", "residual-branch"):
+        raise ValueError(
+            f"kind must be 'output' or 'residual-branch' for named layers, got {kind!r}."
+        )
+    named = dict(model.named_modules())
+    by_id = {id(m): n for n, m in named.items()}
+    if isinstance(layers, (str, nn.Module, ProbePoint)):
+        layers = [layers]
+    points: list[ProbePoint] = []
+    for spec in layers:
+        if isinstance(spec, ProbePoint):
+            points.append(spec)
+        elif isinstance(spec, nn.Module):
+            if id(spec) not in by_id:
+                raise ValueError(f"module {type(spec).__name__} is not part of the model.")
+            points.append(ProbePoint(by_id[id(spec)] or "<root>", spec, hook_kind))
+        elif isinstance(spec, str):
+            if spec in named:
+                points.append(ProbePoint(spec, named[spec], hook_kind))
+                continue
+            try:
+                rx = re.compile(spec)
+            except re.error as e:
+                raise ValueError(
+                    f"layer spec {spec!r} is neither a module name nor a regex: {e}"
+                ) from e
+            hits = [ProbePoint(n, m, hook_kind) for n, m in named.items() if n and rx.fullmatch(n)]
+            if not hits:
+                sample = ", ".join(n for n in list(named)[1:8])
+                raise ValueError(f"no module name matches {spec!r}. Names look like: {sample}, ...")
+            points.extend(hits)
+        else:
+            raise TypeError(
+                f"cannot probe {spec!r}: give a module name, module, regex or ProbePoint."
+            )
+    order = {n: i for i, n in enumerate(named)}
+    seen: set[str] = set()
+    out = []
+    for p in sorted(points, key=lambda p: order.get(p.name, len(order))):
+        if p.name not in seen:
+            seen.add(p.name)
+            out.append(p)
+    return out
+
+
+class Probe:
+    """Live capture of activations from a set of probe points; see :func:`probe`.
+
+    ``on_activation(name, tensor)`` (if given) receives each activation as it is produced
+    instead of storing it, so callers can reduce it immediately.
+    """
+
+    def __init__(self, model: nn.Module, points: list[ProbePoint], on_activation=None, detach=True):
+        self.model = model
+        self.points = points
+        self.on_activation = on_activation
+        self.detach = detach
+        self.activations: dict[str, list[torch.Tensor]] = {p.name: [] for p in points}
+        self._handles: list = []
+
+    def _hook(self, point: ProbePoint):
+        def fn(module, inputs, output):
+            a = point.read(inputs, output)
+            if self.detach:
+                a = a.detach()
+            if self.on_activation is not None:
+                self.on_activation(point.name, a)
+            else:
+                self.activations[point.name].append(a)
+
+        return fn
+
+    def attach(self) -> Probe:
+        for p in self.points:
+            self._handles.append(p.module.register_forward_hook(self._hook(p)))
+        return self
+
+    def eject(self) -> None:
+        """Remove every hook this probe registered."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def clear(self) -> None:
+        for v in self.activations.values():
+            v.clear()
+
+    def get(self, name: str) -> torch.Tensor:
+        """All captured activations of one point, concatenated over forward calls: (N, ...)."""
+        chunks = self.activations[name]
+        if not chunks:
+            raise KeyError(f"no activation captured for {name!r} (was the model run?).")
+        return torch.cat(chunks, dim=0)
+
+    def __enter__(self) -> Probe:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.eject()
+
+
+def probe(model: nn.Module, layers=None, kind: str | None = None, on_activation=None) -> Probe:
+    """``with probe(model, layers) as p: model(x)``; then ``p.get(name)``. Hooks are removed on
+    exit, also when the body raises."""
+    return Probe(model, resolve_points(model, layers, kind), on_activation)
+
+
+@dataclass
+class LayerResult:
+    """Bundle statistics of one probe point."""
+
+    name: str
+    num_bundles: int
+    entropy: float
+    num_samples: int
+    dim: int
+    bundle_ids: torch.Tensor = field(repr=False)
+    sizes: torch.Tensor = field(repr=False)
+
+    @property
+    def conflicting(self) -> bool:
+        return self.entropy > 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "layer": self.name,
+            "num_bundles": self.num_bundles,
+            "entropy": self.entropy,
+            "conflicting": self.conflicting,
+            "num_samples": self.num_samples,
+            "dim": self.dim,
+        }
+
+
+@dataclass
+class _Reduced:
+    """Per-layer lossless reduction across forward chunks: the distinct rows seen so far and,
+    for each sample, the index of its row."""
+
+    rows: list[torch.Tensor] = field(default_factory=list)
+    ids: list[torch.Tensor] = field(default_factory=list)
+    offset: int = 0
+    dim: int = 0
+
+
+def _take_samples(batches, n_samples: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys, have = [], [], 0
+    for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError("batches must yield (inputs, labels) pairs.")
+        x, y = batch[0], batch[1]
+        take = min(n_samples - have, len(y))
+        xs.append(x[:take])
+        ys.append(torch.as_tensor(y[:take]))
+        have += take
+        if have >= n_samples:
+            break
+    if have == 0:
+        raise ValueError("batches yielded no samples; measure needs labelled training samples.")
+    x = torch.cat(xs).to(device)
+    y = torch.cat(ys).to(device=device, dtype=torch.int64)
+    return x, y
+
+
+def measure(
+    model: nn.Module,
+    batches,
+    layers=None,
+    *,
+    kind: str | None = None,
+    n_samples: int = 64,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    criterion: str | Criterion = "reference",
+    num_classes: int | None = None,
+    forward_chunk: int | None = None,
+    w_max: float | None = None,
+) -> list[LayerResult]:
+    """Bundle statistics of every probe point on the first ``n_samples`` of ``batches``.
+
+    batches: iterable of (x, y) (a DataLoader, a list, ...). The model runs in eval mode under
+    no_grad (BatchNorm uses running statistics); its train/eval state is restored afterwards.
+    w_max is computed from the model unless given. ``forward_chunk`` (default: all samples in
+    one forward, as the reference does; batch-level statistics such as the residual-branch
+    variance scale are then those of the whole sample) splits the forward pass.
+
+    For the reference and raw criteria each chunk's activations are reduced at once to their
+    distinct transformed rows, so memory grows with the number of distinct rows, not L x N x D;
+    tolerance criteria keep the rows of the whole sample per layer.
+    """
+    crit = Criterion.parse(criterion)
+    points = resolve_points(model, layers, kind)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    x, y = _take_samples(batches, n_samples, device)
+    n = len(y)
+    wmax = weight_amplitude(model) if w_max is None else float(w_max)
+    exact = crit.kind in ("reference", "raw")
+    transform = _reference_transform(wmax, lr, batch_size) if crit.kind == "reference" else None
+    reduced = {p.name: _Reduced() for p in points}
+    full: dict[str, list[torch.Tensor]] = {p.name: [] for p in points}
+
+    def on_act(name: str, a: torch.Tensor) -> None:
+        a = a.reshape(a.shape[0], -1).to(torch.float32)  # (n, D)
+        if not exact:
+            full[name].append(a)
+            return
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError(
+                f"layer {name!r} produced NaN/Inf activations: the network has diverged."
+            )
+        r = reduced[name]
+        ids, g = group_rows(a, transform)  # keep one raw row per distinct transformed row
+        first = torch.full((g,), a.shape[0], dtype=torch.int64, device=a.device)
+        first.scatter_reduce_(0, ids, torch.arange(a.shape[0], device=a.device), reduce="amin")
+        r.rows.append(a[first])  # (g, D): distinct rows of this chunk
+        r.ids.append(ids + r.offset)
+        r.offset += g
+        r.dim = a.shape[1]
+
+    was_training = model.training
+    model.eval()
+    chunk = forward_chunk or n
+    try:
+        with torch.no_grad(), Probe(model, points, on_activation=on_act):
+            for s in range(0, n, chunk):
+                model(x[s : s + chunk])
+    finally:
+        model.train(was_training)
+
+    results = []
+    c = num_classes if num_classes is not None else int(y.max()) + 1
+    for p in points:
+        if exact:
+            r = reduced[p.name]
+            if not r.rows:
+                raise RuntimeError(f"probe point {p.name!r} was never reached in the forward pass.")
+            rows = torch.cat(r.rows)  # (G_total, D)
+            local = torch.cat(r.ids)  # (N,) index into rows
+            if len(r.rows) > 1:
+                gid, _ = group_rows(rows, transform)
+                local = gid[local]
+            g = int(local.max()) + 1
+            ids = _first_appearance_ids(local, g)
+            ent, sizes = bundle_entropy_from_ids(ids, y, g, c)
+            results.append(LayerResult(p.name, g, ent, n, r.dim, ids, sizes))
+        else:
+            if not full[p.name]:
+                raise RuntimeError(f"probe point {p.name!r} was never reached in the forward pass.")
+            a = torch.cat(full[p.name])
+            st = crit.stats(a, y, num_classes=c, w_max=wmax, lr=lr, batch_size=batch_size)
+            results.append(
+                LayerResult(
+                    p.name, st.num_bundles, st.entropy, n, a.shape[1], st.bundle_ids, st.sizes
+                )
+            )
+    return results
+
+
+def iter_points(results: list[LayerResult]) -> Iterator[dict]:
+    for r in results:
+        yield r.as_dict()
