@@ -1,0 +1,38 @@
+"""Model families of METHOD.md §3 behind a timm-like registry: "fnn", "plain", "resnet".
+
+Every model is a :class:`BlockNet`: ``probe_points(kind)``, ``block_names()``, ``block_info()``,
+``lesioned(indices)``, ``without_blocks(indices)``, ``arch()`` (see ARCHITECTURE.md).
+"""
+
+from .base import BlockNet
+from .convnet import (
+    BLOCKS_FOR_LAYERS,
+    ConvBlock,
+    ConvNet,
+    ConvNetConfig,
+    blocks_for_layers,
+    plain,
+    resnet,
+    scaled_branch,
+)
+from .fnn import FNN, FNNConfig, fnn
+from .registry import create_model, list_models, model_signature, register_model
+
+__all__ = [
+    "BLOCKS_FOR_LAYERS",
+    "FNN",
+    "BlockNet",
+    "ConvBlock",
+    "ConvNet",
+    "ConvNetConfig",
+    "FNNConfig",
+    "blocks_for_layers",
+    "create_model",
+    "fnn",
+    "list_models",
+    "model_signature",
+    "plain",
+    "register_model",
+    "resnet",
+    "scaled_branch",
+]

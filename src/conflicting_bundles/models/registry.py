@@ -1,0 +1,80 @@
+"""Model registry in the style of timm: ``@register_model`` on a factory function,
+``create_model(name, **kwargs)``, ``list_models()``.
+
+Unknown names and unknown or missing keyword arguments raise ``ValueError`` with the valid
+choices, so a CLI can show the message as is.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = ["create_model", "list_models", "model_signature", "register_model"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
+    """Register a model factory under its function name (or ``name=``).
+
+    Use as ``@register_model`` or ``@register_model(name="resnet")``. Registering a name twice
+    is an error (two modules silently shadowing each other is never intended).
+    """
+
+    def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or f.__name__
+        if key in _MODELS and _MODELS[key] is not f:
+            raise ValueError(f"model {key!r} is already registered (by {_MODELS[key].__module__}).")
+        _MODELS[key] = f
+        return f
+
+    return add if fn is None else add(fn)
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def _factory(name: str) -> Callable[..., nn.Module]:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}.")
+    return _MODELS[name]
+
+
+def model_signature(name: str) -> inspect.Signature:
+    """The factory's signature (argument names and defaults), e.g. for a CLI listing."""
+    return inspect.signature(_factory(name))
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model: ``create_model("resnet", layers=20, width_mult=0.25)``.
+
+    ``create_model(**model.arch())`` rebuilds a model's structure (fresh weights).
+    """
+    factory = _factory(name)
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = [k for k in kwargs if k not in params]
+    if unknown and not takes_any:
+        raise ValueError(
+            f"model {name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
+            f"valid arguments: {', '.join(valid)}."
+        )
+    missing = [
+        n
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and n not in kwargs
+    ]
+    if missing:
+        raise ValueError(
+            f"model {name!r} needs argument(s) {', '.join(missing)}; "
+            f"valid arguments: {', '.join(valid)}."
+        )
+    return factory(**kwargs)
