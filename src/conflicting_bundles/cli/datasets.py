@@ -1,0 +1,59 @@
+"""`cbundles datasets`: which datasets are on disk, where, and how to obtain the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..data import DatasetError, default_data_dir, describe_datasets, load_dataset
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("datasets")
+    def datasets(
+        data_dir: Path | None = typer.Option(
+            None,
+            "--data-dir",
+            metavar="DIR",
+            help="Data directory (default: $CBUNDLES_DATA, else ~/.cache/conflicting-bundles).",
+        ),
+        download: list[str] = typer.Option(
+            [],
+            "--download",
+            metavar="NAME",
+            help="Fetch this dataset (both splits) into the data directory first; repeatable.",
+        ),
+    ) -> None:
+        """List the datasets: available locally?, path, train/test sizes, how to obtain."""
+        console = Console()
+        for name in download:
+            try:
+                for split in ("train", "test"):
+                    ds = load_dataset(name, split, data_dir=data_dir, download=True)
+                    console.print(f"{name} {split}: {len(ds)} samples")
+            except (DatasetError, ValueError) as exc:
+                console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+                raise typer.Exit(1) from exc
+
+        table = Table(title=f"Datasets in {default_data_dir(data_dir)}")
+        table.add_column("name", style="bold")
+        table.add_column("local")
+        table.add_column("input (C, H, W)")
+        table.add_column("classes", justify="right")
+        table.add_column("train / test", justify="right")
+        table.add_column("path", overflow="fold")
+        table.add_column("how to obtain", overflow="fold")
+        for r in describe_datasets(data_dir):
+            table.add_row(
+                r["name"],
+                "[green]yes[/green]" if r["available"] else "[red]no[/red]",
+                "x".join(map(str, r["in_shape"])),
+                str(r["num_classes"]),
+                f"{r['num_train']} / {r['num_test']}",
+                r["path"],
+                "-" if r["available"] else r["obtain"],
+            )
+        console.print(table)
