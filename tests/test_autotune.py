@@ -105,6 +105,23 @@ def test_search_prunes_a_deep_narrow_fnn(tmp_path):
         autotune(cfg)
 
 
+def test_search_stops_shrinking_at_one_block(tmp_path):
+    """tol:1e9 bundles everything: every block conflicts at every check. The search removes
+    all but the first block (keep-one), then trains that net without looping forever."""
+    cfg = AutotuneConfig(
+        out=str(tmp_path / "one"),
+        check_epochs=2,
+        criterion="tol:1e9",
+        train=_train_cfg(tmp_path, model_kwargs={"width": 6, "depth": 3}),
+    )
+    res = autotune(cfg)
+    assert [s["num_blocks"] for s in res.steps] == [3, 1]
+    assert res.steps[0]["guard"] == "keep-one"
+    assert res.steps[1]["status"] == "completed"
+    assert res.steps[1]["unresolved_conflict"] is True
+    assert res.summary["criterion"] == "tol:1e9"
+
+
 def test_warm_restart_carries_weights_and_continues(tmp_path):
     cfg = AutotuneConfig(
         out=str(tmp_path / "warm"),

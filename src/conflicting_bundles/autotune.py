@@ -144,9 +144,10 @@ class ConflictCheck:
         self.offset = epoch_offset  # epochs the surviving weights already trained (warm)
         self.decision: dict | None = None
         self.checks: list[dict] = []
+        self.exhausted = False  # a conflict remained that no allowed removal can fix
 
     def _due(self, epochs_done: int) -> bool:
-        return self.offset + epochs_done < self.cfg.check_epochs
+        return not self.exhausted and self.offset + epochs_done < self.cfg.check_epochs
 
     def on_epoch_start(self, state: TrainState) -> None:
         if self.cfg.check_timing == "before" and self._due(state.epoch - 1):
@@ -159,9 +160,13 @@ class ConflictCheck:
     def _check(self, state: TrainState, epochs_done: int) -> None:
         crit, kind, n = self.cfg.criterion, self.cfg.probe_kind, self.cfg.samples
         last = state.measure("last", kind=kind, n_samples=n, criterion=crit)[-1]
+        path = state.run_dir / "checks.json"
+        if not self.checks and path.exists():  # resumed: keep the checks made before the kill
+            self.checks = [c for c in runs._read_json(path) if c["epoch"] < epochs_done]
         self.checks.append(
             {"epoch": epochs_done, "entropy": last.entropy, "num_bundles": last.num_bundles}
         )
+        runs.write_json(path, self.checks)
         if not last.conflicting:
             return
         every = state.measure("all", kind=kind, n_samples=n, criterion=crit)
@@ -175,6 +180,13 @@ class ConflictCheck:
             guard = "resampled"
         model = state.model
         d = decide_removal(ent, model.block_info(), self.cfg.variant)
+        if not d.remove:
+            # Only the block the keep-one guard protects is left: the net cannot shrink, so
+            # this architecture is final; train it to the budget without further checks.
+            self.exhausted = True
+            self.checks[-1]["note"] = "conflict, but no block can be removed (keep-one)"
+            runs.write_json(path, self.checks)
+            return
         self.decision = {
             "epoch": epochs_done,
             "global_epoch": self.offset + epochs_done,
@@ -372,6 +384,10 @@ def autotune(
             "test_acc": summary.get("test_acc"),
             "params": summary.get("params"),
         }
+        checks_path = step_dir / "checks.json"
+        checks = runs._read_json(checks_path) if checks_path.exists() else []
+        row["checks"] = len(checks)
+        row["unresolved_conflict"] = any("note" in c for c in checks)
         if decision is not None:
             row.update(
                 prune_epoch=decision["epoch"],
