@@ -1,0 +1,251 @@
+"""Run directories: the files one training run writes, written atomically, and their readers.
+
+A run directory holds::
+
+    config.json          the resolved TrainConfig (train.py)
+    arch.json            model.arch(): ``create_model(**arch)`` rebuilds the network
+    metrics.csv/.jsonl   one row per epoch (epoch 0 = at initialisation, bundle metrics only)
+    layers.csv           per-layer bundle rows (only when every probe point is measured)
+    summary.json         final figures (written when the run ends)
+    measure.csv          written by ``cbundles measure``
+    checkpoints/         last.pt (every epoch), best.pt (best test accuracy), epoch-NNN.pt
+    tb/                  TensorBoard event files
+
+Every write goes to a temporary file in the same folder first and is then renamed over the
+target (``os.replace`` is atomic on POSIX and Windows), so a run killed at any moment leaves
+either the old or the new file, never half of one. Readers never import train.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "ARCH",
+    "CHECKPOINTS",
+    "CONFIG",
+    "LAYERS_CSV",
+    "MEASURE_CSV",
+    "METRICS_CSV",
+    "METRICS_JSONL",
+    "RUN_FILES",
+    "SUMMARY",
+    "TB_DIR",
+    "RunDirError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "checkpoint_path",
+    "is_run_dir",
+    "load_arch",
+    "load_checkpoint",
+    "load_config",
+    "load_metrics",
+    "load_model",
+    "load_summary",
+    "read_csv",
+    "save_checkpoint",
+    "write_csv",
+    "write_json",
+    "write_jsonl",
+]
+
+CONFIG = "config.json"
+ARCH = "arch.json"
+METRICS_CSV = "metrics.csv"
+METRICS_JSONL = "metrics.jsonl"
+LAYERS_CSV = "layers.csv"
+SUMMARY = "summary.json"
+MEASURE_CSV = "measure.csv"
+CHECKPOINTS = "checkpoints"
+TB_DIR = "tb"
+# Everything a run writes; ``--force`` removes exactly these and nothing else.
+RUN_FILES = (CONFIG, ARCH, METRICS_CSV, METRICS_JSONL, LAYERS_CSV, SUMMARY, MEASURE_CSV)
+RUN_DIRS = (CHECKPOINTS, TB_DIR)
+
+
+class RunDirError(RuntimeError):
+    """A run directory is missing, incomplete, or unreadable (the message says what to do)."""
+
+
+# ------------------------------------------------------------------------------------ writing
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_safe(x):
+    """NaN/Inf are not JSON: write them as null (readers get None)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(_json_safe(r)) + "\n" for r in rows))
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    cols: dict[str, None] = {}
+    for r in rows:
+        cols.update(dict.fromkeys(r))
+    return list(cols)
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str] | None = None) -> Path:
+    """Rows as CSV; columns are the union of the rows' keys in order of first appearance.
+    Missing values and None are empty cells; floats are written with ``repr`` (round-trips)."""
+    columns = columns or _columns(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def save_checkpoint(path: str | os.PathLike, obj: dict) -> Path:
+    """``torch.save`` atomically. Keep ``obj`` to tensors and plain Python types so that it
+    loads with ``weights_only=True`` (no pickled code)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------ reading
+def _parse_cell(s: str):
+    if s == "":
+        return None
+    for conv in (int, float):
+        try:
+            return conv(s)
+        except ValueError:
+            pass
+    if s in ("True", "False"):
+        return s == "True"
+    return s
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of a CSV written by :func:`write_csv`, with numbers and booleans parsed back."""
+    with open(path, newline="") as f:
+        return [{k: _parse_cell(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def is_run_dir(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / CONFIG).is_file()
+
+
+def _need(run_dir: str | os.PathLike, name: str, what: str) -> Path:
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise RunDirError(f"run directory {d} does not exist.")
+    p = d / name
+    if not p.is_file():
+        raise RunDirError(f"{d} has no {name}: {what}")
+    return p
+
+
+def _read_json(p: Path):
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{p} is unreadable ({e}); the run directory is damaged.") from e
+
+
+def load_config(run_dir: str | os.PathLike) -> dict:
+    """The run's resolved config as a dict (``TrainConfig.from_dict`` turns it back)."""
+    return _read_json(_need(run_dir, CONFIG, "it is not a run directory (written by `train`)."))
+
+
+def load_arch(run_dir: str | os.PathLike) -> dict:
+    return _read_json(_need(run_dir, ARCH, "the model's architecture was never written."))
+
+
+def load_summary(run_dir: str | os.PathLike) -> dict:
+    return _read_json(_need(run_dir, SUMMARY, "the run has not finished (no summary yet)."))
+
+
+def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """Per-epoch rows (from metrics.jsonl; epoch 0 is the measurement at initialisation)."""
+    p = _need(run_dir, METRICS_JSONL, "no epoch has been recorded yet.")
+    try:
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{p} is unreadable ({e}); the run directory is damaged.") from e
+
+
+def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
+    """checkpoints/<which>.pt; ``which`` is "last", "best" or an epoch number."""
+    name = f"epoch-{int(which):03d}" if str(which).isdigit() else str(which)
+    return Path(run_dir) / CHECKPOINTS / f"{name}.pt"
+
+
+def load_checkpoint(run_dir: str | os.PathLike, which: str = "last", map_location="cpu") -> dict:
+    """A checkpoint dict (keys: epoch, model, optimizer, metrics, rng, ...)."""
+    p = checkpoint_path(run_dir, which)
+    if not p.is_file():
+        have = sorted(x.stem for x in (Path(run_dir) / CHECKPOINTS).glob("*.pt"))
+        raise RunDirError(
+            f"no checkpoint {p.name} in {p.parent}"
+            + (f"; available: {', '.join(have)}." if have else " (the run saved none yet).")
+        )
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, not a pickle traceback
+        raise RunDirError(f"cannot read checkpoint {p} ({type(e).__name__}: {e}).") from e
+
+
+def load_model(run_dir: str | os.PathLike, which: str = "last", map_location="cpu"):
+    """The run's model rebuilt from arch.json with the weights of checkpoint ``which``, in
+    eval mode. Returns (model, checkpoint dict)."""
+    from .models import create_model  # lazy: runs.py stays importable without the models
+
+    arch = dict(load_arch(run_dir))
+    ckpt = load_checkpoint(run_dir, which, map_location)
+    name = arch.pop("name")
+    if name is None:
+        raise RunDirError(
+            f"{run_dir} was trained with a {arch.get('class', 'custom')} that is not a registered "
+            "model: build it yourself and load_state_dict(load_checkpoint(run_dir)['model'])."
+        )
+    model = create_model(name, **arch)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise RunDirError(
+            f"checkpoint {which} of {run_dir} does not fit the architecture in arch.json: {e}"
+        ) from e
+    return model.to(map_location).eval(), ckpt
