@@ -22,7 +22,7 @@ setup: $(STAMP)
 # The main job on the default data (MNIST, fetched once into the data directory).
 run: setup
 	$(BIN)/cbundles autotune --dataset mnist --model fnn --width 25 --depth 100 \
-		--epochs 3 --check-epochs 3 --train-limit 10000 --test-limit 2000 --out runs/main
+		--epochs 5 --check-epochs 5 --out runs/main --resume
 
 test: setup lint
 	$(BIN)/python -m pytest -p no:cacheprovider tests
