@@ -15,6 +15,10 @@ Run directory ``out``::
     steps.csv/.json       the architectures and the per-block entropies that pruned them
     autotune.json         final architecture, accuracy, size/latency/memory of start vs final
     *.png, report.html        plots and the one-page report
+
+Under torchrun every rank runs ``autotune`` with the same arguments: each step trains data
+parallel (train.py), rank 0 measures and decides (the decision is broadcast, so every rank builds
+the same pruned architecture) and writes every file; the others read only after a barrier.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from . import runs
+from . import distributed, runs
 from .cost import cost_report
 from .models import create_model
 from .report import plot_curves, print_table, read_csv
-from .train import TrainConfig, TrainState, train
+from .train import TrainConfig, TrainState, _resolve_device, train
 
 VARIANTS = ("all", "first-and-rest", "first-stage")
 RESTARTS = ("fresh", "warm")
@@ -158,6 +162,19 @@ class ConflictCheck:
             self._check(state, state.epoch)
 
     def _check(self, state: TrainState, epochs_done: int) -> None:
+        # Under torchrun rank 0 measures, decides and writes; every rank gets the outcome, so
+        # all stop at the same epoch with the same decision (a single process just runs it).
+        self.checks, self.exhausted, self.decision = distributed.run_on_main(
+            self._check_on_main, state, epochs_done
+        )
+        if self.decision is not None:
+            state.stop(
+                f"conflicting bundles at epoch {epochs_done}: remove "
+                f"{self.decision['removed_names']}"
+            )
+
+    def _check_on_main(self, state: TrainState, epochs_done: int):
+        """The check itself; returns (checks, exhausted, decision or None)."""
         crit, kind, n = self.cfg.criterion, self.cfg.probe_kind, self.cfg.samples
         last = state.measure("last", kind=kind, n_samples=n, criterion=crit)[-1]
         path = state.run_dir / "checks.json"
@@ -168,7 +185,7 @@ class ConflictCheck:
         )
         runs.write_json(path, self.checks)
         if not last.conflicting:
-            return
+            return self.checks, self.exhausted, None
         every = state.measure("all", kind=kind, n_samples=n, criterion=crit)
         ent = [r.entropy for r in every]
         guard = ""
@@ -186,8 +203,8 @@ class ConflictCheck:
             self.exhausted = True
             self.checks[-1]["note"] = "conflict, but no block can be removed (keep-one)"
             runs.write_json(path, self.checks)
-            return
-        self.decision = {
+            return self.checks, self.exhausted, None
+        decision = {
             "epoch": epochs_done,
             "global_epoch": self.offset + epochs_done,
             "blocks": [r.name for r in every],
@@ -204,10 +221,8 @@ class ConflictCheck:
                 state.run_dir / "decision_state.pt",
                 {"model": model.state_dict(), "optimizer": state.optimizer.state_dict()},
             )
-        runs.write_json(state.run_dir / "decision.json", self.decision)
-        state.stop(
-            f"conflicting bundles at epoch {epochs_done}: remove {self.decision['removed_names']}"
-        )
+        runs.write_json(state.run_dir / "decision.json", decision)
+        return self.checks, self.exhausted, decision
 
 
 def _measure_shifted(state: TrainState, kind, n: int, crit: str):
@@ -281,11 +296,13 @@ def autotune(
     console: Console | None = None,
 ) -> AutotuneResult:
     """Run (or resume) the search; see the module docstring."""
-    console = console or Console()
     out = Path(cfg.out)
     state_path = out / "autotune_state.json"
     base = TrainConfig.from_dict(cfg.train)
     base.validate()
+    distributed.init(_resolve_device(base.device))  # torchrun: join the process group
+    main = distributed.is_main()
+    console = (console or Console()) if main else Console(quiet=True)
     if state_path.exists() and not (resume or force):
         raise runs.RunDirError(
             f"{out} already holds an auto-tune run; pass --resume to continue it or --force to "
@@ -304,7 +321,8 @@ def autotune(
                 f"criterion={stored.criterion}; resume with the same settings."
             )
     else:
-        if force and out.exists():
+        distributed.barrier()  # every rank has looked at `out` before rank 0 changes it
+        if main and force and out.exists():
             import shutil
 
             for p in [
@@ -318,7 +336,8 @@ def autotune(
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-        out.mkdir(parents=True, exist_ok=True)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
         start = create_model(base.model, **_model_kwargs(base))
         st = {
             "config": cfg.to_dict(),
@@ -329,7 +348,9 @@ def autotune(
             "warm": None,
             "wall_time": 0.0,
         }
-        runs.write_json(state_path, st)
+        if main:
+            runs.write_json(state_path, st)
+    distributed.barrier()  # rank 0's clean-up and state file are done before any rank reads
 
     t_start = time.perf_counter() - st.get("wall_time", 0.0)
     while not st["done"]:
@@ -409,10 +430,12 @@ def autotune(
             st["warm"] = None
         st["steps"].append(row)
         st["wall_time"] = time.perf_counter() - t_start
-        runs.write_json(state_path, st)
-        _write_steps(out, st["steps"])
+        if main:
+            runs.write_json(state_path, st)
+            _write_steps(out, st["steps"])
 
-    return _finish(cfg, st, out, base, console)
+    # Costs, plots and report on rank 0; every rank returns rank 0's result.
+    return distributed.run_on_main(_finish, cfg, st, out, base, console)
 
 
 def _model_kwargs(base: TrainConfig) -> dict:

@@ -22,6 +22,15 @@ Determinism: the data order and augmentation are a function of (seed, epoch) onl
 the model init of the seed; a checkpoint holds model, optimizer (Lookahead slow weights and step
 counter included), RNG states and all metric rows, so an interrupted run resumed from its last
 checkpoint produces exactly the rows of an uninterrupted one (same device and thread count).
+
+Data parallel (torchrun, see docs/scale-out.md): ``train`` runs unchanged on every rank. The
+process group is joined from torchrun's environment (gloo on CPU, nccl on GPU, one GPU per
+process); ``batch_size`` is the *global* batch: each rank takes its slice of the same global
+batch (data.iterate's ``shard``), DDP averages the gradients, and each rank's loss is its share
+of the global mean, so an update equals the single-process one up to float rounding. The bundle
+metric uses that global batch size. Rank 0 measures bundles (and broadcasts the numbers), writes
+every file and checkpoint (the unwrapped model's state_dict); evaluation is split over the ranks
+and summed. BatchNorm normalises with each rank's slice unless ``sync_bn`` (CUDA only).
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import runs
+from . import distributed, runs
 from .data import dataset_info, iterate, load_dataset, num_batches
 from .metric import Criterion
 from .models import create_model, model_signature
@@ -63,7 +72,16 @@ __all__ = [
 EVAL_BATCH = 256  # evaluation batch size (eval mode: results do not depend on it)
 LAST_EPOCHS = 5  # test accuracy is always measured on, and reported as the mean of, these
 # Fields that may change when a run is resumed: where and how it runs, and how long.
-RUNTIME_FIELDS = ("epochs", "threads", "device", "out", "data_dir", "progress", "tensorboard")
+RUNTIME_FIELDS = (
+    "epochs",
+    "threads",
+    "device",
+    "out",
+    "data_dir",
+    "progress",
+    "tensorboard",
+    "sync_bn",
+)
 TIME_COLUMNS = ("epoch_time", "train_time", "measure_time")  # differ between identical runs
 
 
@@ -98,6 +116,9 @@ class TrainConfig:
     keep_every_checkpoint: bool = False  # also checkpoints/epoch-NNN.pt
     tensorboard: bool = True
     progress: bool = True  # progress bar, per-epoch lines and the final table
+    # torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of
+    # each rank's slice. Ignored in a single process and on CPU.
+    sync_bn: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,6 +189,9 @@ class TrainingDiverged(RuntimeError):
         super().__init__(message)
         self.epoch, self.step = epoch, step
 
+    def __reduce__(self):  # picklable, so rank 0 can hand it to the other ranks
+        return type(self), (str(self), self.epoch, self.step)
+
 
 # ------------------------------------------------------------------------------------ pieces
 def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch.optim.Optimizer:
@@ -186,20 +210,38 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, ds, device, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    ds,
+    device,
+    batch_size: int = EVAL_BATCH,
+    *,
+    shard: tuple[int, int] | None = None,
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on ``ds`` with evaluation preprocessing, in
-    eval mode; the model's train/eval mode is restored."""
+    eval mode; the model's train/eval mode is restored. shard: (rank, world) under torchrun:
+    each rank evaluates its slice of every batch and the sums are all-reduced, so every rank
+    returns the whole set's figures (every rank must call it)."""
     was = model.training
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     try:
-        for x, y in iterate(ds, batch_size, shuffle=False, augment=False, device=device):
+        for x, y in iterate(
+            ds, batch_size, shuffle=False, augment=False, device=device, shard=shard
+        ):
+            if len(y) == 0:  # this rank's slice of a short last batch
+                continue
             logits = model(x)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
     finally:
         model.train(was)
+    if shard is not None:
+        sums = distributed.all_reduce_sum(
+            torch.tensor([loss_sum, correct, n], dtype=torch.float64, device=device)
+        ).tolist()
+        loss_sum, correct, n = sums[0], int(sums[1]), int(sums[2])
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
@@ -336,7 +378,10 @@ class TrainState:
     number of completed epochs), ``model``, ``optimizer``, ``config``, ``metrics`` (rows so far),
     ``row`` (the row being filled: at on_train_start the init row on a fresh run, else None;
     at on_epoch_end the current epoch's row), ``layer_rows``, ``run_dir``, ``device``,
-    ``train_ds``/``test_ds``, ``num_classes``, ``resumed``."""
+    ``train_ds``/``test_ds``, ``num_classes``, ``resumed``; ``train_model`` is the module the
+    training step calls (a DistributedDataParallel around ``model`` under torchrun, else
+    ``model``). Under torchrun every rank runs every hook: write files on rank 0 only
+    (``distributed.is_main``) and make decisions on rank 0 (``distributed.run_on_main``)."""
 
     def __init__(self, config, model, optimizer, run_dir, device, train_ds, test_ds, num_classes):
         self.config: TrainConfig = config
@@ -352,6 +397,7 @@ class TrainState:
         self.row: dict | None = None
         self.resumed = False
         self.stop_reason: str | None = None
+        self.train_model: nn.Module = model
         self._measure_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def stop(self, reason: str) -> None:
@@ -382,7 +428,8 @@ class TrainState:
     ) -> list[LayerResult]:
         """Bundle statistics on the first N non-augmented training samples with the run's lr,
         batch size and the model's current w_max. layers: "last" (the last probe point),
-        "all" (every declared probe point) or anything ``probes.measure`` accepts."""
+        "all" (every declared probe point) or anything ``probes.measure`` accepts. Runs on the
+        calling rank only (no collectives): under torchrun wrap it in distributed.run_on_main."""
         kind = kind if kind is not None else self.config.measure_kind
         if isinstance(layers, str) and layers in ("last", "all"):
             points = resolve_points(self.model, None, kind)
@@ -410,10 +457,9 @@ class BundleMeter:
     def __init__(self, all_layers: bool = False, every: int = 1):
         self.all_layers, self.every = all_layers, every
 
-    def _record(self, state: TrainState) -> None:
-        t0 = time.perf_counter()
+    def _measure(self, state: TrainState) -> list[LayerResult]:
         try:
-            results = state.measure("all" if self.all_layers else "last")
+            return state.measure("all" if self.all_layers else "last")
         except ValueError as err:
             if "NaN" not in str(err):
                 raise
@@ -424,6 +470,12 @@ class BundleMeter:
                 state.row["epoch"],
                 None,
             ) from err
+
+    def _record(self, state: TrainState) -> None:
+        t0 = time.perf_counter()
+        # Under torchrun rank 0 measures (on the same samples as a single process) and every
+        # rank gets its numbers, so all ranks hold the same rows.
+        results = distributed.run_on_main(self._measure, state)
         last = results[-1]
         row = state.row
         row["num_bundles"] = last.num_bundles
@@ -481,16 +533,21 @@ class _Recorder:
         "measure_time": "time/measure",
     }
 
-    def __init__(self, run_dir: Path, config: TrainConfig, purge_step: int | None):
+    def __init__(
+        self, run_dir: Path, config: TrainConfig, purge_step: int | None, enabled: bool = True
+    ):
         self.run_dir = run_dir
         self.config = config
+        self.enabled = enabled  # False on the ranks other than 0 under torchrun: writes nothing
         self.writer = None
-        if config.tensorboard:
+        if config.tensorboard and enabled:
             from torch.utils.tensorboard import SummaryWriter  # lazy: a heavy import
 
             self.writer = SummaryWriter(str(run_dir / runs.TB_DIR), purge_step=purge_step)
 
     def rows(self, state: TrainState, new_row: dict) -> None:
+        if not self.enabled:
+            return
         runs.write_csv(self.run_dir / runs.METRICS_CSV, state.metrics)
         runs.write_jsonl(self.run_dir / runs.METRICS_JSONL, state.metrics)
         if state.layer_rows:
@@ -507,6 +564,8 @@ class _Recorder:
             self.writer.flush()
 
     def checkpoint(self, state: TrainState, best: dict, is_best: bool) -> None:
+        if not self.enabled:
+            return
         ckpt = {
             "epoch": state.epoch,
             "model": state.model.state_dict(),
@@ -606,7 +665,7 @@ def _check_run_dir(config: TrainConfig, resume: bool, force: bool) -> tuple[Path
 
 
 def _log(config: TrainConfig, text: str) -> None:
-    if config.progress:
+    if config.progress and distributed.is_main():
         from tqdm import tqdm
 
         tqdm.write(text)
@@ -696,13 +755,21 @@ def train(
     force: overwrite a run already in ``config.out`` (only the files a run writes are removed).
     Raises ValueError / RunDirError / DatasetError for bad input; KeyboardInterrupt leaves the
     last completed epoch's checkpoint in place. A NaN/Inf loss ends the run with status
-    "diverged" and keeps the last good checkpoint.
+    "diverged" and keeps the last good checkpoint. Under torchrun every rank calls it with the
+    same arguments (see the module docstring).
     """
     config = dataclasses.replace(config, model_kwargs=dict(config.model_kwargs))
     config.validate()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    device = _resolve_device(config.device)
+    # torchrun: join the process group; a CUDA device becomes this rank's GPU.
+    device = distributed.init(_resolve_device(config.device))
+    world, main = distributed.world_size(), distributed.is_main()
+    if config.batch_size < world:
+        raise ValueError(
+            f"batch_size {config.batch_size} is smaller than the {world} processes: batch_size "
+            "is the global batch, split over the ranks; use at least one sample per rank."
+        )
     info = dataset_info(config.dataset)  # ValueError for unknown datasets
     if model is None:
         config.model_kwargs = _resolve_model_kwargs(config.model, config.model_kwargs, info)
@@ -731,22 +798,29 @@ def train(
                 f"the checkpoint in {run_dir} does not fit the model: {e}"
             ) from e
     model.to(device).train()
+    # DDP (under torchrun) broadcasts rank 0's weights; every rank built the same ones anyway.
+    train_model = distributed.wrap_model(model, device, sync_bn=config.sync_bn)
+    if config.sync_bn and world > 1 and device.type != "cuda":
+        _log(config, "sync_bn is ignored on CPU: BatchNorm uses each rank's batch slice")
     optimizer = make_optimizer(model.parameters(), config)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     elif optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
-    if clear:
-        _clear_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    arch = _arch_of(model)
-    runs.write_json(run_dir / runs.CONFIG, config.to_dict())
-    runs.write_json(run_dir / runs.ARCH, arch)
+    # Every rank has looked at the run directory (checks, resume) before rank 0 changes it.
+    distributed.barrier()
+    if main:
+        if clear:
+            _clear_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_json(run_dir / runs.CONFIG, config.to_dict())
+        runs.write_json(run_dir / runs.ARCH, _arch_of(model))
 
     state = TrainState(
         config, model, optimizer, run_dir, device, train_ds, test_ds, info.num_classes
     )
+    state.train_model = train_model
     callbacks = list(callbacks)
     if config.measure_samples > 0:
         callbacks.insert(0, BundleMeter(config.measure_all_layers, config.measure_every))
@@ -757,7 +831,9 @@ def train(
         best = dict(ckpt["best"])
         _set_rng_state(ckpt["rng"])
         _log(config, f"resuming {run_dir} after epoch {state.epoch}")
-    recorder = _Recorder(run_dir, config, purge_step=state.epoch + 1 if resume else None)
+    recorder = _Recorder(
+        run_dir, config, purge_step=state.epoch + 1 if resume else None, enabled=main
+    )
 
     status, message = "completed", ""
     try:
@@ -798,9 +874,12 @@ def train(
 
     _call(callbacks, "on_train_end", state)
     summary = summarize(state.metrics, model, config, status, message)
-    runs.write_json(run_dir / runs.SUMMARY, summary)
-    if config.progress:
-        _print_summary(summary, run_dir)
+    summary["world_size"] = world  # processes that shared each global batch of batch_size
+    if main:
+        runs.write_json(run_dir / runs.SUMMARY, summary)
+        if config.progress:
+            _print_summary(summary, run_dir)
+    distributed.barrier()  # what rank 0 wrote is there when train returns on any rank
     return TrainResult(run_dir, status, message, summary, state.metrics, model)
 
 
@@ -812,6 +891,7 @@ def _run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
     cfg, model, opt, e = state.config, state.model, state.optimizer, state.epoch
     t0 = time.perf_counter()
     n_steps = num_batches(len(state.train_ds), cfg.batch_size)
+    shard = distributed.shard()  # (rank, world) under torchrun, else None
     batches = iterate(
         state.train_ds,
         cfg.batch_size,
@@ -820,6 +900,7 @@ def _run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
         seed=cfg.seed,
         epoch=e,  # data order and augmentation: a function of (seed, epoch) only
         device=state.device,
+        shard=shard,  # this rank's slice of each global batch
     )
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -828,13 +909,23 @@ def _run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
         total=n_steps,
         desc=f"epoch {e}/{cfg.epochs}",
         leave=False,
-        disable=not cfg.progress,
+        disable=not (cfg.progress and distributed.is_main()),
         dynamic_ncols=True,
     )
     for step, (x, y) in enumerate(bar):
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        loss_val = float(loss.detach())
+        if shard is not None and len(y) == 0:
+            # This rank's slice of a short last batch is empty, but DDP needs its forward and
+            # backward: two zero samples (BatchNorm needs two in training) weighted by zero.
+            # Their BatchNorm statistics stay on this rank (rank 0's are kept), except with
+            # sync_bn, where they enter this one step's statistics.
+            x = torch.zeros((2, *x.shape[1:]), device=x.device)
+        logits = state.train_model(x)
+        if shard is None:
+            loss = F.cross_entropy(logits, y)
+            loss_val = float(loss.detach())
+            n_correct, n_batch = int((logits.detach().argmax(1) == y).sum()), len(y)
+        else:
+            loss, loss_val, n_correct, n_batch = _sharded_loss(logits, y, shard[1])
         if not math.isfinite(loss_val):
             raise TrainingDiverged(
                 f"the training loss became {loss_val} at epoch {e}, step {step + 1}/{n_steps}. "
@@ -846,12 +937,15 @@ def _run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_sum += loss_val * len(y)
-        correct += int((logits.detach().argmax(1) == y).sum())
-        seen += len(y)
+        loss_sum += loss_val * n_batch
+        correct += n_correct
+        seen += n_batch
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
     bar.close()
+    # Each rank's BatchNorm running statistics saw only its slices: use rank 0's everywhere
+    # (they are the ones checkpointed), so evaluation and measurement agree on every rank.
+    distributed.broadcast_buffers(model)
     if not _params_finite(model):
         raise TrainingDiverged(
             f"a parameter became NaN/Inf in the last step of epoch {e}. Lower the learning rate "
@@ -866,7 +960,9 @@ def _run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
     row["train_time"] = time.perf_counter() - t0
     is_best = False
     if e % cfg.eval_every == 0 or e > cfg.epochs - LAST_EPOCHS:
-        row["test_loss"], row["test_acc"] = evaluate(model, state.test_ds, state.device)
+        row["test_loss"], row["test_acc"] = evaluate(
+            model, state.test_ds, state.device, shard=shard
+        )
         if best["test_acc"] is None or row["test_acc"] > best["test_acc"]:
             best.update(test_acc=row["test_acc"], epoch=e)
             is_best = True
@@ -876,6 +972,34 @@ def _run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
     row["epoch_time"] = 0.0  # completed after the callbacks ran
     row["_t0"] = t0
     return row, is_best
+
+
+def _sharded_loss(
+    logits: torch.Tensor, y: torch.Tensor, world: int
+) -> tuple[torch.Tensor, float, int, int]:
+    """This rank's loss for a slice of the global batch, and the global batch's figures.
+
+    DDP averages gradients over the ``world`` ranks, so each rank's loss is
+    ``world * (sum of its per-sample losses) / global batch size``: the average of these is the
+    single-process mean loss, whatever the slice sizes. One small all-reduce gives the global
+    loss (the same on every rank, so a NaN stops all ranks together), correct count and size.
+    Returns (loss to backward, global mean loss, global correct, global batch size). An empty
+    slice (``y`` empty, ``logits`` of placeholder inputs) contributes a zero loss."""
+    if len(y) == 0:
+        per_sample, correct = logits.sum() * 0.0, torch.zeros((), device=logits.device)
+    else:
+        per_sample = F.cross_entropy(logits, y, reduction="sum")
+        correct = (logits.detach().argmax(1) == y).sum()
+    stats = torch.stack(
+        [
+            per_sample.detach().double(),
+            correct.double(),
+            torch.tensor(float(len(y)), dtype=torch.float64, device=logits.device),
+        ]
+    )
+    total, n_correct, n_batch = distributed.all_reduce_sum(stats).tolist()
+    n_batch = int(n_batch)
+    return per_sample * (world / n_batch), total / n_batch, int(n_correct), n_batch
 
 
 # ------------------------------------------------------------------------------------ measure

@@ -152,6 +152,7 @@ def iterate(
     epoch: int = 0,
     drop_last: bool = False,
     device: torch.device | str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches (x float32 (B, C, H, W), y int64 (B,)) of ``ds``, one pass.
 
@@ -159,9 +160,20 @@ def iterate(
     evaluation preprocessing. Identical (seed, epoch, batch_size) give identical batches.
     device: where the preprocessing runs and the batches live (random draws stay on the CPU,
     so the stream does not depend on it). Arguments are checked here, not at the first batch.
+    shard: (rank, world) for data-parallel training. Every rank forms the same global batches
+    of ``batch_size`` (same order, same augmentation draws as one process) and keeps its
+    contiguous slice ``[ceil(B*rank/world), ceil(B*(rank+1)/world))``, so the slices of all
+    ranks concatenate to the single-process batch. Every rank yields the same number of batches;
+    rank 0's slice is never empty, the last ranks' are when a batch has fewer samples than
+    ranks. With augmentation each rank augments the whole global batch, then slices (the
+    random draws are made per batch).
     """
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if shard is not None:
+        r, w = shard
+        if not (isinstance(r, numbers.Integral) and isinstance(w, numbers.Integral) and 0 <= r < w):
+            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
     eval_fn, train_fn = RECIPES[recipe_of(ds.name)]
     g = make_generator(seed, epoch)
     n = len(ds)
@@ -175,8 +187,16 @@ def iterate(
             else:
                 j = order[i : i + batch_size]
                 x, y = ds.images[j], ds.labels[j]
+            if shard is not None:
+                b = len(y)
+                part = slice(-(-b * shard[0] // shard[1]), -(-b * (shard[0] + 1) // shard[1]))
+                y = y[part]
+                if not augment:  # per-image preprocessing, no draws: slice first
+                    x = x[part]
             x = x.to(device).float() / 255.0
             x = train_fn(x, g) if augment else eval_fn(x)
+            if shard is not None and augment:
+                x = x[part]
             yield x, y.to(device)
 
     return batches()
