@@ -166,7 +166,13 @@ def build_report(run_dir: str | Path) -> Path:
     if not d.is_dir():
         raise FileNotFoundError(f"{d} is not a directory; pass a run directory.")
     sections: list[tuple[str, str]] = []
-    for name in ("autotune.json", "summary.json", "lesion_summary.json", "grid_summary.json"):
+    for name in (
+        "autotune.json",
+        "summary.json",
+        "lesion_summary.json",
+        "grid_summary.json",
+        "sweep.json",
+    ):
         p = d / name
         if p.exists():
             sections.append(

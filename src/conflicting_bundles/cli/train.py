@@ -189,7 +189,9 @@ def register(app: typer.Typer) -> None:
                 f"`cbundles train --resume --out {out or cfg.out}`."
             )
             raise typer.Exit(130) from None
-        console = Console()
+        from ..distributed import is_main
+
+        console = Console(quiet=not is_main())  # under torchrun only rank 0 prints
         if result.status == "diverged":
             raise _error(result.message)
         if result.status == "stopped":
