@@ -119,6 +119,11 @@ class TrainConfig:
     # torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of
     # each rank's slice. Ignored in a single process and on CPU.
     sync_bn: bool = False
+    # Mixed precision for the training forward pass: None (float32, the reference) or "bf16"
+    # (torch.autocast; no loss scaling needed). Evaluation and bundle measurement always run
+    # in float32: the metric is defined on float32 activations (METHOD.md §2).
+    amp: str | None = None
+    channels_last: bool = False  # NHWC memory format for conv nets (faster on recent GPUs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,6 +159,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 (or None for the whole split), got {v}.")
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}.")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}.")
         if self.seed < 0:
@@ -798,6 +805,8 @@ def train(
                 f"the checkpoint in {run_dir} does not fit the model: {e}"
             ) from e
     model.to(device).train()
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     # DDP (under torchrun) broadcasts rank 0's weights; every rank built the same ones anyway.
     train_model = distributed.wrap_model(model, device, sync_bn=config.sync_bn)
     if config.sync_bn and world > 1 and device.type != "cuda":
@@ -919,7 +928,11 @@ def _run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
             # Their BatchNorm statistics stay on this rank (rank 0's are kept), except with
             # sync_bn, where they enter this one step's statistics.
             x = torch.zeros((2, *x.shape[1:]), device=x.device)
-        logits = state.train_model(x)
+        if cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            logits = state.train_model(x)
+        logits = logits.float()
         if shard is None:
             loss = F.cross_entropy(logits, y)
             loss_val = float(loss.detach())

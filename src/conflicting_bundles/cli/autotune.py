@@ -46,6 +46,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/autotune"), "--out", "-o"),
         resume: bool = typer.Option(False, help="Continue the search in --out."),
         force: bool = typer.Option(False, help="Start over, replacing the search in --out."),
+        amp: str = typer.Option(None, help="bf16: mixed-precision training (default float32)."),
+        channels_last: bool = typer.Option(False, "--channels-last", help="NHWC (GPUs)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch output."),
     ) -> None:
         """Auto-tune: remove conflicting layers early, retrain, until no conflict (METHOD §5).
@@ -75,6 +77,8 @@ def register(app: typer.Typer) -> None:
             "device": device,
             "progress": not quiet,
             "tensorboard": True,
+            "amp": amp,
+            "channels_last": channels_last,
         }
         try:
             cfg = AutotuneConfig(

@@ -130,6 +130,10 @@ def register(app: typer.Typer) -> None:
             None, "--keep-checkpoints/--last-checkpoint-only", help="Keep one per epoch."
         ),
         tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard"),
+        amp: str = typer.Option(None, help="bf16: mixed-precision training (default float32)."),
+        channels_last: bool = typer.Option(
+            None, "--channels-last/--no-channels-last", help="NHWC memory format (GPUs)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     ) -> None:
         """Train a network (RAdam + Lookahead, METHOD.md §4) and record bundle metrics per epoch.
@@ -156,6 +160,8 @@ def register(app: typer.Typer) -> None:
             "device": device,
             "keep_every_checkpoint": keep_checkpoints,
             "tensorboard": tensorboard,
+            "amp": amp,
+            "channels_last": channels_last,
         }
         given = {k: v for k, v in fields.items() if v is not None}
         try:
