@@ -1,0 +1,495 @@
+"""Block importance scores for depth pruning, one small interface for all criteria.
+
+Convention: ``Scorer.score(model, blocks, batches) -> {block name: float}``, HIGHER = MORE
+REMOVABLE. Pruning k blocks removes the k highest-scoring ones. Scores that are naturally
+"importance" (block influence, angular distance, activation entropy) are negated.
+
+Every scorer except ``random`` runs the model once (eval mode, no_grad) on the first
+``n_samples`` samples of ``batches`` with a forward hook per block (a :class:`ProbePoint` of
+``probes.py``) that captures the block input x and output y, both (B, ...) of the same shape.
+
+Registered scorers (``get_scorer(name, **kwargs)``):
+
+- ``conflict``: bundle entropy (``metric.bundle_stats``, reference criterion by default) of the
+  block's residual branch, one row per sample. Needs labels. Ties (the reference criterion almost
+  never fires on healthy nets, so most blocks have entropy 0) are broken by the conflict margin
+  (``metric.conflict_margin``: the smallest max-norm distance between differently labelled
+  branch rows, in units of the criterion's resolution; smaller = closer to conflicting):
+  ``score = entropy + TIE / (1 + margin)`` with TIE = 1e-6, far below any entropy difference
+  that N <= 10^5 samples can produce. Per-block details (entropy, num_bundles, margin, which
+  activation was read) are in ``scorer.details`` after ``score``.
+- ``block-influence``: BI = 1 - cos(x, y), mean over positions (ShortGPT, Men et al. 2024);
+  score = -BI.
+- ``angular``: arccos(cos(x, y)) / pi, mean over positions (Gromov et al. 2024, for one
+  block); score = -distance.
+- ``activation-entropy``: mean over features of the binary entropy (bits) of the sign of the
+  residual branch y - x, P(branch > 0) estimated over samples and positions (the on/off entropy
+  of Liao et al. 2023's entropy-guided depth pruning). A branch that is almost always on or
+  always off per feature acts nearly linearly; score = -entropy.
+- ``random``: uniform in [0, 1), seeded; no forward pass.
+
+"Positions" (the rows cosines are taken over): a (B, D) tensor has B rows; a (B, T, D) sequence
+has B*T token rows over the last dim; a (B, C, H, W...) feature map has B*H*W rows over channels
+(dim 1). Rows where x or y is all zero have no direction and are skipped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from ..metric import Criterion, conflict_margin, weight_amplitude
+from ..probes import Probe, ProbePoint
+from .discovery import Block, run_model, to_device
+
+__all__ = [
+    "Scorer",
+    "ConflictScorer",
+    "BlockInfluenceScorer",
+    "AngularScorer",
+    "ActivationEntropyScorer",
+    "RandomScorer",
+    "register_scorer",
+    "get_scorer",
+    "list_scorers",
+    "iter_samples",
+    "feature_rows",
+]
+
+_SCORERS: dict[str, type[Scorer]] = {}
+
+
+def register_scorer(name: str) -> Callable[[type[Scorer]], type[Scorer]]:
+    """Class decorator: make a Scorer subclass available as ``get_scorer(name)``."""
+
+    def add(cls: type[Scorer]) -> type[Scorer]:
+        if name in _SCORERS and _SCORERS[name] is not cls:
+            raise ValueError(f"scorer {name!r} is already registered by {_SCORERS[name].__name__}.")
+        cls.name = name
+        _SCORERS[name] = cls
+        return cls
+
+    return add
+
+
+def list_scorers() -> list[str]:
+    """Registered scorer names, in registration order."""
+    return list(_SCORERS)
+
+
+def get_scorer(name: str, **kwargs) -> Scorer:
+    """A scorer instance by name; keyword arguments go to its constructor (unknown ones are
+    dropped, so one option dict can configure every scorer, e.g. from a CLI)."""
+    if name not in _SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; available: {', '.join(list_scorers())}.")
+    cls = _SCORERS[name]
+    params = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in kwargs.items() if k in params})
+
+
+# ------------------------------------------------------------------------------ data plumbing
+def _split_batch(batch) -> tuple[object, torch.Tensor | None]:
+    """(inputs, labels or None) from a batch: (x, y), [x, y], or x alone."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], None if batch[1] is None else torch.as_tensor(batch[1])
+    return batch, None
+
+
+def _batch_len(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.shape[0]
+    if isinstance(x, dict):
+        return _batch_len(next(iter(x.values())))
+    if isinstance(x, (tuple, list)):
+        return _batch_len(x[0])
+    raise TypeError(f"cannot find the batch size of an input of type {type(x).__name__}.")
+
+
+def _slice(x, n: int):
+    """The first n samples of an input (tensor, dict or tuple of tensors)."""
+    return _slice_range(x, 0, n)
+
+
+def _slice_range(x, s: int, e: int):
+    """Samples s..e-1 of an input (tensor, dict or tuple of tensors)."""
+    if isinstance(x, torch.Tensor):
+        return x[s:e]
+    if isinstance(x, dict):
+        return {k: _slice_range(v, s, e) if torch.is_tensor(v) else v for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_slice_range(v, s, e) if torch.is_tensor(v) else v for v in x)
+    return x
+
+
+def _to(x, device):
+    return to_device(x, device)
+
+
+def iter_samples(batches: Iterable, n_samples: int | None, device=None):
+    """Yield (inputs, labels or None) from ``batches``, truncated to the first ``n_samples``
+    samples (all if None), moved to ``device``."""
+    have = 0
+    for batch in batches:
+        x, y = _split_batch(batch)
+        b = _batch_len(x)
+        take = b if n_samples is None else min(b, n_samples - have)
+        if take <= 0:
+            break
+        if take < b:
+            x, y = _slice(x, take), None if y is None else y[:take]
+        yield _to(x, device), None if y is None else y.to(device)
+        have += take
+        if n_samples is not None and have >= n_samples:
+            break
+    if have == 0:
+        raise ValueError("batches yielded no samples: scoring needs at least one input batch.")
+
+
+def feature_rows(t: torch.Tensor) -> torch.Tensor:
+    """(B, D) -> (B, D); (B, T, D) -> (B*T, D); (B, C, *S) -> (B*prod(S), C); float32."""
+    t = t.float()
+    if t.dim() == 1:
+        return t[:, None]
+    if t.dim() == 2:
+        return t
+    if t.dim() == 3:
+        return t.reshape(-1, t.shape[-1])
+    return t.movedim(1, -1).reshape(-1, t.shape[1])
+
+
+# ------------------------------------------------------------------------------ base class
+def _pair_point(block: Block) -> ProbePoint:
+    """A probe point whose activation is stack([x, y], dim=1): (B, 2, ...)."""
+
+    def transform(inputs, output) -> torch.Tensor:
+        x = inputs[0] if inputs else None
+        y = output
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise ValueError(
+                f"block {block.name!r}: expected a tensor as first positional input and output "
+                f"(got {type(x).__name__} -> {type(y).__name__}); it cannot be scored."
+            )
+        if x.shape != y.shape:
+            raise ValueError(
+                f"block {block.name!r} is not shape-preserving on this data: input "
+                f"{tuple(x.shape)} != output {tuple(y.shape)}; it cannot be removed."
+            )
+        return torch.stack([x, y], dim=1)
+
+    return ProbePoint(block.name, block.module, "block-pair", transform)
+
+
+class Scorer:
+    """Base class. Subclasses implement ``update`` (called per block per forward chunk) and
+    ``finish``; or override ``score`` entirely. Higher score = more removable."""
+
+    name: str = ""
+    needs_labels: bool = False
+
+    def __init__(self, n_samples: int = 256, forward_chunk: int | None = None):
+        self.n_samples = n_samples
+        self.forward_chunk = forward_chunk  # default: each batch as given
+        self.details: dict[str, dict] = {}
+
+    # -- one pass with hooks --------------------------------------------------------------
+    def score(self, model: nn.Module, blocks: list[Block], batches: Iterable) -> dict[str, float]:
+        if not blocks:
+            raise ValueError("no blocks to score: pass the list returned by find_blocks().")
+        self.details = {b.name: {} for b in blocks}
+        self.start(model, blocks)
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        labels: list[torch.Tensor] = []
+        self._labels = None  # labels of the chunk being run, for update()
+
+        points = self.points(model, blocks)
+        was_training = model.training
+        model.eval()
+        try:
+            called: set[str] = set()
+
+            def on_act(name: str, a: torch.Tensor) -> None:
+                called.add(name)
+                self.on_activation(name, a)
+
+            with torch.no_grad(), Probe(model, points, on_activation=on_act):
+                for x, y in iter_samples(batches, self.n_samples, device):
+                    if self.needs_labels and y is None:
+                        raise ValueError(
+                            f"scorer {self.name!r} needs labels: batches must yield (inputs, "
+                            "labels) pairs with one integer class per sample."
+                        )
+                    n = _batch_len(x)
+                    step = self.forward_chunk or n
+                    for s in range(0, n, step):
+                        self._labels = None if y is None else y[s : s + step]
+                        run_model(model, _slice_range(x, s, s + step))
+                    if y is not None:
+                        labels.append(y)
+        finally:
+            model.train(was_training)
+        missed = [b.name for b in blocks if b.name not in called]
+        if missed:
+            raise ValueError(
+                f"blocks {', '.join(missed)} never ran in the forward pass: are they part of "
+                "this model (find_blocks on this model, not a copy)?"
+            )
+        y_all = torch.cat(labels) if labels else None
+        return self.finish(model, y_all)
+
+    def points(self, model: nn.Module, blocks: list[Block]) -> list[ProbePoint]:
+        """Probe points to hook; by default one per block reading stack([x, y], dim=1)."""
+        return [_pair_point(b) for b in blocks]
+
+    def on_activation(self, name: str, a: torch.Tensor) -> None:
+        """Receives each probe point's activation during the forward."""
+        self.update(name, a[:, 0], a[:, 1], self._labels)
+
+    def start(self, model: nn.Module, blocks: list[Block]) -> None:  # noqa: B027 (optional hook)
+        """Reset per-block accumulators."""
+
+    def update(self, name: str, x: torch.Tensor, y: torch.Tensor, labels) -> None:
+        raise NotImplementedError
+
+    def finish(self, model: nn.Module, labels: torch.Tensor | None) -> dict[str, float]:
+        raise NotImplementedError
+
+
+# Tie-break weight of the conflict scorer: far below any nonzero entropy difference in practice.
+TIE = 1e-6
+
+
+@register_scorer("conflict")
+class ConflictScorer(Scorer):
+    """Bundle entropy of each block's residual branch (see the module docstring).
+
+    lr, batch_size: the training learning rate and batch size of the reference criterion
+      (METHOD.md §2); w_max is read from the model (largest |trainable parameter|).
+    criterion: "reference" (default) or any :class:`Criterion` name ("coarse:16", "rel:0.01").
+    use_declared: if the model declares ``probe_points("branch")`` (this project's residual
+      nets: the branch before the skip add, variance-scaled as METHOD.md §2 prescribes) and
+      exactly one declared point lies inside a block, read that point instead of y - x.
+    n_samples: 64 by default, as in the reference; all samples in one forward unless
+      ``forward_chunk`` is set.
+    """
+
+    needs_labels = True
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        batch_size: int = 64,
+        criterion: str = "reference",
+        n_samples: int = 64,
+        forward_chunk: int | None = None,
+        use_declared: bool = True,
+    ):
+        super().__init__(n_samples, forward_chunk)
+        self.lr = lr
+        self.batch_size = batch_size
+        self.criterion = Criterion.parse(criterion)
+        self.use_declared = use_declared
+
+    def score(self, model, blocks, batches):
+        # One forward over all n_samples, like the reference measurement: gather them first.
+        if self.forward_chunk is None:
+            xs, ys = [], []
+            for x, y in iter_samples(batches, self.n_samples):
+                if y is None:
+                    raise ValueError(
+                        "scorer 'conflict' needs labels: batches must yield (inputs, labels) "
+                        "pairs with one integer class per sample."
+                    )
+                xs.append(x)
+                ys.append(y)
+            batches = [(_cat(xs), torch.cat(ys))]
+        self._declared = self._declared_points(model, blocks)
+        return super().score(model, blocks, batches)
+
+    def _declared_points(self, model, blocks) -> dict[str, ProbePoint]:
+        """Map block name -> the model's declared branch point inside that block."""
+        fn = getattr(model, "probe_points", None)
+        if not (self.use_declared and callable(fn)):
+            return {}
+        try:
+            points = list(fn("branch"))
+        except (ValueError, TypeError, KeyError):
+            return {}
+        out = {}
+        for b in blocks:
+            inside = {id(m) for m in b.module.modules()}
+            hits = [p for p in points if id(p.module) in inside]
+            if len(hits) == 1:
+                out[b.name] = hits[0]
+        return out
+
+    def points(self, model, blocks):
+        pair = {p.name: p for p in super().points(model, blocks)}
+        return [
+            _named(self._declared[b.name], b.name) if b.name in self._declared else pair[b.name]
+            for b in blocks
+        ]
+
+    def on_activation(self, name, a):
+        if name in self._declared:
+            self._rows[name].append(a.float().reshape(a.shape[0], -1))  # (B, D) declared branch
+        else:
+            super().on_activation(name, a)
+
+    def start(self, model, blocks):
+        self._rows: dict[str, list[torch.Tensor]] = {b.name: [] for b in blocks}
+
+    def update(self, name, x, y, labels):
+        self._rows[name].append((y.float() - x.float()).reshape(x.shape[0], -1))  # (B, D)
+
+    def finish(self, model, labels):
+        w_max = weight_amplitude(model)
+        c = int(labels.max()) + 1
+        out = {}
+        for name, rows in self._rows.items():
+            shapes = {r.shape[1] for r in rows}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"block {name!r}: samples have different sizes {sorted(shapes)} (sequences "
+                    "of different lengths?); pad every batch to one length to compare samples."
+                )
+            a = torch.cat(rows).float()  # (N, D)
+            st = self.criterion.stats(
+                a, labels, num_classes=c, w_max=w_max, lr=self.lr, batch_size=self.batch_size
+            )
+            margin = conflict_margin(a, labels, w_max=w_max, lr=self.lr, batch_size=self.batch_size)
+            tie = 0.0 if math.isinf(margin) else TIE / (1.0 + margin)
+            self.details[name] = {
+                "entropy": st.entropy,
+                "num_bundles": st.num_bundles,
+                "margin": margin,
+                "criterion": self.criterion.name,
+                "w_max": w_max,
+                "read": "declared-branch" if name in self._declared else "output-minus-input",
+            }
+            out[name] = st.entropy + tie
+        return out
+
+
+class _MeanOverRows(Scorer):
+    """Scorers that average a per-row quantity of (x, y) over all rows of all samples."""
+
+    def start(self, model, blocks):
+        self._sum = {b.name: 0.0 for b in blocks}
+        self._count = {b.name: 0 for b in blocks}
+
+    def row_values(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, name, x, y, labels):
+        v = self.row_values(feature_rows(x), feature_rows(y))
+        self._sum[name] += float(v.double().sum())
+        self._count[name] += v.numel()
+
+    def finish(self, model, labels):
+        out = {}
+        for name, s in self._sum.items():
+            c = self._count[name]
+            value = s / c if c else 0.0
+            self.details[name] = {"value": value, "rows": c}
+            out[name] = -value
+        return out
+
+
+def _cosines(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cosine per row of (M, F) tensors, rows with a zero vector dropped; float64."""
+    x, y = x.double(), y.double()
+    nx, ny = x.norm(dim=1), y.norm(dim=1)
+    ok = (nx > 0) & (ny > 0)
+    cos = (x[ok] * y[ok]).sum(dim=1) / (nx[ok] * ny[ok])
+    return cos.clamp(-1.0, 1.0)
+
+
+@register_scorer("block-influence")
+class BlockInfluenceScorer(_MeanOverRows):
+    """score = -(1 - mean cos(x, y)); a block that only rescales its input scores 0."""
+
+    def row_values(self, x, y):
+        return 1.0 - _cosines(x, y)
+
+
+@register_scorer("angular")
+class AngularScorer(_MeanOverRows):
+    """score = -mean arccos(cos(x, y)) / pi, in [-1, 0]."""
+
+    def row_values(self, x, y):
+        return torch.arccos(_cosines(x, y)) / math.pi
+
+
+@register_scorer("activation-entropy")
+class ActivationEntropyScorer(Scorer):
+    """score = -mean over features of H(P(branch > 0)) in bits, branch = y - x."""
+
+    def start(self, model, blocks):
+        self._on = {}
+        self._rows = {b.name: 0 for b in blocks}
+
+    def update(self, name, x, y, labels):
+        on = (feature_rows(y) - feature_rows(x) > 0).double().sum(dim=0)  # (F,)
+        self._on[name] = on if name not in self._on else self._on[name] + on
+        self._rows[name] += feature_rows(x).shape[0]
+
+    def finish(self, model, labels):
+        out = {}
+        for name, on in self._on.items():
+            p = on / self._rows[name]
+            h = torch.zeros_like(p)
+            m = (p > 0) & (p < 1)
+            pm = p[m]
+            h[m] = -(pm * torch.log2(pm) + (1 - pm) * torch.log2(1 - pm))
+            value = float(h.mean())
+            self.details[name] = {"value": value, "features": int(p.numel())}
+            out[name] = -value
+        return out
+
+
+@register_scorer("random")
+class RandomScorer(Scorer):
+    """Uniform [0, 1) per block from a seeded generator, in block order; no forward pass."""
+
+    def __init__(self, seed: int = 0, n_samples: int = 0, forward_chunk: int | None = None):
+        super().__init__(n_samples, forward_chunk)
+        self.seed = seed
+
+    def score(self, model, blocks, batches=None):
+        if not blocks:
+            raise ValueError("no blocks to score: pass the list returned by find_blocks().")
+        gen = torch.Generator().manual_seed(self.seed)
+        values = torch.rand(len(blocks), generator=gen, dtype=torch.float64).tolist()
+        self.details = {b.name: {"seed": self.seed} for b in blocks}
+        return {b.name: v for b, v in zip(blocks, values, strict=True)}
+
+
+def _named(p: ProbePoint, name: str) -> ProbePoint:
+    return ProbePoint(name, p.module, p.kind, p.transform)
+
+
+def _cat(xs: list):
+    """Concatenate a list of inputs (tensors, dicts or tuples of tensors) along dim 0."""
+    first = xs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(xs)
+    if isinstance(first, dict):
+        return {
+            k: torch.cat([x[k] for x in xs]) if isinstance(v, torch.Tensor) else v
+            for k, v in first.items()
+        }
+    if isinstance(first, (tuple, list)):
+        return type(first)(
+            torch.cat([x[i] for x in xs]) if isinstance(v, torch.Tensor) else v
+            for i, v in enumerate(first)
+        )
+    raise TypeError(f"cannot concatenate inputs of type {type(first).__name__}.")

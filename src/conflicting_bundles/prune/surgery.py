@@ -1,0 +1,212 @@
+"""Remove blocks for real, and save/load pruned models.
+
+``remove_blocks`` deletes the chosen children from their ``nn.ModuleList`` / ``nn.Sequential``
+(the survivors are reindexed 0..n-1, so state-dict keys become ``layer1.1`` etc.), which
+shrinks the parameter count and the compute: the forward never visits them. For Hugging Face
+models it also keeps the model self-consistent: ``config.num_hidden_layers`` (decoders loop over
+``layers[:num_hidden_layers]``), per-layer config lists such as ``config.layer_types``, and the
+``layer_idx`` attribute of attention modules (the KV cache is indexed by it).
+
+Each removal is recorded on the model (attribute ``cbundles_pruned``: a list of steps, each the
+block names removed in that step, as named at that time), so ``save_pruned`` can write a JSON
+that ``load_pruned(factory, path)`` replays on a fresh base model before loading the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .discovery import Block
+
+__all__ = ["remove_blocks", "save_pruned", "load_pruned", "pruned_steps", "count_params"]
+
+RECORD_ATTR = "cbundles_pruned"
+FORMAT = "cbundles-pruned/1"
+STATE_FILE = "model.pt"
+META_FILE = "pruned.json"
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def pruned_steps(model: nn.Module) -> list[list[str]]:
+    """The removal steps recorded on ``model`` (empty for an unpruned model)."""
+    return [list(s) for s in getattr(model, RECORD_ATTR, [])]
+
+
+def _names(blocks: Iterable[Block | str]) -> list[str]:
+    out = []
+    for b in blocks:
+        if isinstance(b, Block):
+            out.append(b.name)
+        elif isinstance(b, str):
+            out.append(b)
+        else:
+            raise TypeError(
+                f"blocks must be Block objects or module names, got {type(b).__name__}."
+            )
+    return out
+
+
+def _container_of(model: nn.Module, name: str) -> tuple[str, nn.Module, str]:
+    """(container name, container, key) of module ``name``; error unless the parent is a
+    ModuleList/Sequential."""
+    modules = dict(model.named_modules())
+    if name not in modules or not name:
+        shown = ", ".join(n for n in list(modules)[1:8])
+        raise ValueError(f"model has no submodule {name!r} (names look like: {shown}, ...).")
+    cname, _, key = name.rpartition(".")
+    cont = modules[cname]
+    if not isinstance(cont, (nn.ModuleList, nn.Sequential)):
+        raise ValueError(
+            f"cannot remove {name!r}: its parent {cname or '<root>'} is a "
+            f"{type(cont).__name__}, not an nn.ModuleList/nn.Sequential, so the forward would "
+            "still call it. Remove blocks found by find_blocks()."
+        )
+    return cname, cont, key
+
+
+def _configs(model: nn.Module) -> list:
+    """The HF config objects reachable from the model (its own and nested text/decoder ones)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return []
+    out = [cfg]
+    for attr in ("text_config", "decoder", "language_config"):
+        sub = getattr(cfg, attr, None)
+        if sub is not None and hasattr(sub, "num_hidden_layers"):
+            out.append(sub)
+    return out
+
+
+def _update_hf(model: nn.Module, old_len: int, removed: list[int], kept: list[nn.Module]) -> None:
+    """Keep HF bookkeeping consistent after removing ``removed`` (old indices) from a container
+    that held ``old_len`` layers."""
+    for cfg in _configs(model):
+        if getattr(cfg, "num_hidden_layers", None) == old_len:
+            cfg.num_hidden_layers = len(kept)
+            for attr in ("layer_types", "sliding_window_pattern_list", "block_types"):
+                lst = getattr(cfg, attr, None)
+                if isinstance(lst, list) and len(lst) == old_len:
+                    setattr(cfg, attr, [v for i, v in enumerate(lst) if i not in set(removed)])
+    # layer_idx: every submodule of a surviving layer that carries its old index gets the new one.
+    old_indices = [i for i in range(old_len) if i not in set(removed)]
+    for new_i, (old_i, layer) in enumerate(zip(old_indices, kept, strict=True)):
+        for m in layer.modules():
+            if getattr(m, "layer_idx", None) == old_i and isinstance(m.layer_idx, int):
+                m.layer_idx = new_i
+
+
+def remove_blocks(
+    model: nn.Module, blocks: Iterable[Block | str], *, inplace: bool = False
+) -> nn.Module:
+    """Return ``model`` without ``blocks`` (Block objects or module names of the model, e.g.
+    from :func:`find_blocks`). A deep copy unless ``inplace``; removing nothing returns an
+    (unchanged) copy. Survivors of each container are reindexed; named children of a
+    Sequential keep their names."""
+    names = _names(blocks)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"blocks listed twice: {', '.join(dup)}.")
+    for a in names:
+        for b in names:
+            if b.startswith(a + "."):
+                raise ValueError(f"cannot remove both {a!r} and its submodule {b!r}.")
+    out = model if inplace else copy.deepcopy(model)
+    by_container: dict[str, tuple[nn.Module, list[str]]] = {}
+    for n in names:
+        cname, cont, key = _container_of(out, n)
+        by_container.setdefault(cname, (cont, []))[1].append(key)
+    for cont, keys in by_container.values():
+        items = list(cont._modules.items())
+        removed = [i for i, (k, _) in enumerate(items) if k in keys]
+        kept = [(k, m) for k, m in items if k not in keys]
+        numeric = all(k.isdigit() for k, _ in items)
+        cont._modules = OrderedDict(
+            (str(i), m) if numeric else (k, m) for i, (k, m) in enumerate(kept)
+        )
+        _update_hf(out, len(items), removed, [m for _, m in kept])
+    if names:
+        setattr(out, RECORD_ATTR, pruned_steps(out) + [names])
+    return out
+
+
+def save_pruned(model: nn.Module, path: str | Path, base: dict | None = None) -> Path:
+    """Write ``path/model.pt`` (state dict) and ``path/pruned.json`` (removal steps, parameter
+    count, optional ``base``: a JSON-able description of how to build the unpruned model, e.g.
+    ``{"arch": model.arch()}``). Returns the directory."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    steps = pruned_steps(model)
+    meta = {
+        "format": FORMAT,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "removed": steps,
+        "num_removed": sum(len(s) for s in steps),
+        "num_params": count_params(model),
+        "base": base,
+    }
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "num_hidden_layers"):
+        meta["num_hidden_layers"] = cfg.num_hidden_layers
+    try:
+        json.dumps(meta)
+    except TypeError as e:
+        raise TypeError(f"base must be JSON-serialisable: {e}") from e
+    torch.save(model.state_dict(), path / STATE_FILE)
+    (path / META_FILE).write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    """The pruned.json of a directory written by :func:`save_pruned`."""
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{meta_path} not found: load_pruned needs a directory written by save_pruned "
+            f"(with {META_FILE} and {STATE_FILE})."
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT}.")
+    return meta
+
+
+def load_pruned(
+    base_model_factory: Callable[[], nn.Module], path: str | Path, map_location="cpu"
+) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pruned`: ``base_model_factory()`` builds the
+    unpruned model (any weights), the recorded removals are replayed, then the saved state dict
+    is loaded (strictly: a factory that builds another architecture fails with a clear error)."""
+    path = Path(path)
+    meta = read_meta(path)
+    model = base_model_factory()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"base_model_factory must return an nn.Module, got {type(model).__name__}.")
+    for step in meta["removed"]:
+        try:
+            model = remove_blocks(model, step, inplace=True)
+        except ValueError as e:
+            raise ValueError(
+                f"{path}: cannot replay the recorded removal {step} on the factory's model "
+                f"({e}). Does the factory build the same base architecture?"
+            ) from e
+    state = torch.load(path / STATE_FILE, map_location=map_location, weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(
+            f"{path}: the saved weights do not fit the rebuilt model ({str(e).splitlines()[0]}). "
+            "Does the factory build the same base architecture?"
+        ) from e
+    return model
