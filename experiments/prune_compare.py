@@ -1,7 +1,7 @@
 """Depth pruning on a CPU-sized residual net: conflict scores beside the baselines.
 
-Trains a small resnet on MNIST (via conflicting_bundles.train, or a plain loop of the same recipe
-if that module is unavailable), then for k = 1..K removed blocks records the test accuracy of
+Trains a small resnet on MNIST with conflicting_bundles.train (or reuses a trained run dir with
+--run), then for k = 1..K removed blocks records the test accuracy of
 every scorer (one-shot: scores computed once on the trained net), and measures parameters and
 forward time before and after removing ``--remove`` blocks (the "real removal" evidence).
 
@@ -31,12 +31,10 @@ from conflicting_bundles.prune.runner import (
 )
 
 
-def train_project(args, run_dir: Path) -> Path | None:
-    """Train with conflicting_bundles.train; None if that module is missing."""
-    try:
-        from conflicting_bundles.train import TrainConfig, train
-    except ImportError:
-        return None
+def train_project(args, run_dir: Path) -> Path:
+    """Train with the reference recipe into run_dir."""
+    from conflicting_bundles.train import TrainConfig, train
+
     cfg = TrainConfig(
         model="resnet",
         model_kwargs={"blocks": args.blocks, "width_mult": args.width_mult},
@@ -56,42 +54,6 @@ def train_project(args, run_dir: Path) -> Path | None:
     return result.run_dir
 
 
-def train_own(args, run_dir: Path) -> Path:
-    """Fallback: the recipe of METHOD.md §4 (RAdam + Lookahead) in a plain loop, writing the
-    run-directory files `cbundles prune` reads (arch.json, checkpoints/last.pt)."""
-    from pytorch_optimizer import Lookahead, RAdam
-
-    from conflicting_bundles.data import dataset_info, iterate, load_dataset
-    from conflicting_bundles.models import create_model
-
-    torch.manual_seed(args.seed)
-    info = dataset_info(args.dataset)
-    model = create_model(
-        "resnet",
-        blocks=args.blocks,
-        width_mult=args.width_mult,
-        in_shape=info.in_shape,
-        num_classes=info.num_classes,
-    )
-    opt = Lookahead(RAdam(model.parameters(), lr=1e-3, eps=1e-6, weight_decay=1e-2), k=6, alpha=0.5)
-    ds = load_dataset(args.dataset, "train", data_dir=args.data_dir, limit=args.train_limit)
-    for epoch in range(args.epochs):
-        model.train()
-        for i, (x, y) in enumerate(
-            iterate(ds, 64, shuffle=True, augment=True, seed=args.seed, epoch=epoch)
-        ):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i % 100 == 0:
-                print(f"epoch {epoch} step {i}: loss {loss.item():.4f}", flush=True)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "arch.json").write_text(json.dumps(model.arch()))
-    torch.save({"model": model.state_dict()}, run_dir / "checkpoints" / "last.pt")
-    return run_dir
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -108,17 +70,18 @@ def main(argv=None) -> int:
     p.add_argument("--remove", type=int, default=3, help="blocks removed for the speed check")
     p.add_argument("--random-repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trainer", choices=["auto", "own"], default="auto")
+    p.add_argument("--run", default=None, help="reuse this trained run dir (no training)")
     p.add_argument("--skip-train", action="store_true", help="reuse OUT/run")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
     out = Path(args.out)
     run_dir = out / "run"
-    if not args.skip_train:
+    if args.run:
+        run_dir = Path(args.run)
+    elif not args.skip_train:
         run_dir.mkdir(parents=True, exist_ok=True)
-        trained = train_project(args, run_dir) if args.trainer == "auto" else None
-        run_dir = trained or train_own(args, run_dir)
+        run_dir = train_project(args, run_dir)
 
     cfg = PruneConfig(
         model=str(run_dir),
