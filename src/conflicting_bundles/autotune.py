@@ -37,7 +37,7 @@ from torch import nn
 from . import distributed, runs
 from .cost import cost_report
 from .models import create_model
-from .report import plot_curves, print_table, read_csv
+from .report import plot_curves, print_table
 from .train import TrainConfig, TrainState, _resolve_device, train
 
 VARIANTS = ("all", "first-and-rest", "first-stage")
@@ -179,7 +179,7 @@ class ConflictCheck:
         last = state.measure("last", kind=kind, n_samples=n, criterion=crit)[-1]
         path = state.run_dir / "checks.json"
         if not self.checks and path.exists():  # resumed: keep the checks made before the kill
-            self.checks = [c for c in runs._read_json(path) if c["epoch"] < epochs_done]
+            self.checks = [c for c in runs.read_json(path) if c["epoch"] < epochs_done]
         self.checks.append(
             {"epoch": epochs_done, "entropy": last.entropy, "num_bundles": last.num_bundles}
         )
@@ -309,7 +309,7 @@ def autotune(
             "start over (its files are replaced)."
         )
     if resume and state_path.exists():
-        st = runs._read_json(state_path)
+        st = runs.read_json(state_path)
         stored = AutotuneConfig.from_dict(st["config"])
         if (
             stored.variant != cfg.variant
@@ -376,7 +376,7 @@ def autotune(
         if not decision_path.exists():
             model, opt_state = None, None
             if warm:
-                model, opt_state = _warm_model(out / "steps" / f"step_{k - 1:03d}", st, k)
+                model, opt_state = _warm_model(out / "steps" / f"step_{k - 1:03d}", st)
             step_resume = (step_dir / "checkpoints" / "last.pt").exists()
             res = train(
                 tcfg,
@@ -392,7 +392,7 @@ def autotune(
         else:
             summary = runs.load_summary(step_dir)
             status = "stopped"
-        decision = runs._read_json(decision_path) if decision_path.exists() else None
+        decision = runs.read_json(decision_path) if decision_path.exists() else None
         metrics = runs.load_metrics(step_dir)
         epochs_trained = max((int(r["epoch"]) for r in metrics), default=0)
         row = {
@@ -406,7 +406,7 @@ def autotune(
             "params": summary.get("params"),
         }
         checks_path = step_dir / "checks.json"
-        checks = runs._read_json(checks_path) if checks_path.exists() else []
+        checks = runs.read_json(checks_path) if checks_path.exists() else []
         row["checks"] = len(checks)
         row["unresolved_conflict"] = any("note" in c for c in checks)
         if decision is not None:
@@ -449,11 +449,10 @@ def _num_blocks(arch: dict) -> int:
     return sum(arch["blocks"]) if "blocks" in arch else int(arch.get("depth", 0))
 
 
-def _warm_model(prev_dir: Path, st: dict, k: int):
+def _warm_model(prev_dir: Path, st: dict):
     """The pruned model with the previous step's trained weights and remapped optimizer state."""
     from .train import make_optimizer
 
-    prev_arch = st["steps"][k - 1]
     saved = torch.load(prev_dir / "decision_state.pt", map_location="cpu", weights_only=False)
     cfg_prev = TrainConfig.from_dict(runs.load_config(prev_dir))
     old = create_model(**runs.load_arch(prev_dir))
@@ -466,7 +465,6 @@ def _warm_model(prev_dir: Path, st: dict, k: int):
     opt_old.load_state_dict(saved["optimizer"])
     opt_new = make_optimizer(new.parameters(), cfg_prev)
     sd = remap_optimizer_state(opt_old.state_dict(), old, new, opt_new.state_dict(), rename)
-    del prev_arch
     return new, sd
 
 
@@ -601,7 +599,7 @@ def _plots(out: Path, steps: list[dict]) -> None:
     )
     acc = {}
     for s in steps:
-        m = read_csv(out / "steps" / f"step_{s['step']:03d}" / "metrics.csv")
+        m = runs.read_csv(out / "steps" / f"step_{s['step']:03d}" / "metrics.csv")
         acc[f"step {s['step']}"] = ([r["epoch"] for r in m], [r.get("test_acc") for r in m])
     plot_curves(
         acc,

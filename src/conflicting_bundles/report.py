@@ -7,7 +7,6 @@ Reads only files (CSV/JSON/PNG) so that a report can be regenerated without re-r
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import math
@@ -16,6 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from .runs import read_csv
 
 __all__ = ["print_table", "plot_curves", "write_html", "build_report", "fmt"]
 
@@ -53,30 +54,6 @@ def print_table(
     for r in rows:
         t.add_row(*(fmt(r.get(c)) for c in columns))
     console.print(t)
-
-
-def read_csv(path: Path) -> list[dict]:
-    """CSV rows with numbers parsed back (ints, floats, booleans)."""
-    out = []
-    with Path(path).open(newline="") as f:
-        for row in csv.DictReader(f):
-            out.append({k: _parse(v) for k, v in row.items()})
-    return out
-
-
-def _parse(s: str | None):
-    if s is None or s == "":
-        return None
-    if s in ("True", "False"):
-        return s == "True"
-    try:
-        return int(s)
-    except ValueError:
-        pass
-    try:
-        return float(s)
-    except ValueError:
-        return s
 
 
 def plot_curves(

@@ -178,7 +178,8 @@ def _need(run_dir: str | os.PathLike, name: str, what: str) -> Path:
     return p
 
 
-def _read_json(p: Path):
+def read_json(p: Path):
+    """JSON of a run-directory file; RunDirError when it is damaged."""
     try:
         return json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -187,15 +188,15 @@ def _read_json(p: Path):
 
 def load_config(run_dir: str | os.PathLike) -> dict:
     """The run's resolved config as a dict (``TrainConfig.from_dict`` turns it back)."""
-    return _read_json(_need(run_dir, CONFIG, "it is not a run directory (written by `train`)."))
+    return read_json(_need(run_dir, CONFIG, "it is not a run directory (written by `train`)."))
 
 
 def load_arch(run_dir: str | os.PathLike) -> dict:
-    return _read_json(_need(run_dir, ARCH, "the model's architecture was never written."))
+    return read_json(_need(run_dir, ARCH, "the model's architecture was never written."))
 
 
 def load_summary(run_dir: str | os.PathLike) -> dict:
-    return _read_json(_need(run_dir, SUMMARY, "the run has not finished (no summary yet)."))
+    return read_json(_need(run_dir, SUMMARY, "the run has not finished (no summary yet)."))
 
 
 def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
