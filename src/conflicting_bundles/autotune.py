@@ -303,6 +303,9 @@ def autotune(
     distributed.init(_resolve_device(base.device))  # torchrun: join the process group
     main = distributed.is_main()
     console = (console or Console()) if main else Console(quiet=True)
+    started = (out / "steps" / "step_000" / "checkpoints").exists()
+    if state_path.exists() and not started:
+        state_path.unlink()  # a search that failed before training anything: start afresh
     if state_path.exists() and not (resume or force):
         raise runs.RunDirError(
             f"{out} already holds an auto-tune run; pass --resume to continue it or --force to "
