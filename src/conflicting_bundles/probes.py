@@ -16,7 +16,7 @@ Extractor ``eject``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -366,8 +366,3 @@ def measure(
                 )
             )
     return results
-
-
-def iter_points(results: list[LayerResult]) -> Iterator[dict]:
-    for r in results:
-        yield r.as_dict()

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .runs import read_csv
+from .runs import atomic_write_text, read_csv
 
 __all__ = ["print_table", "plot_curves", "write_html", "build_report", "fmt"]
 
@@ -130,10 +130,7 @@ def write_html(path: Path, title: str, sections: Iterable[tuple[str, str]]) -> P
     ]
     for heading, inner in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>{inner}")
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
-    return Path(path)
+    return atomic_write_text(path, "\n".join(parts))
 
 
 def build_report(run_dir: str | Path) -> Path:

@@ -11,6 +11,7 @@ from rich.table import Table
 from ..data import DatasetError
 from ..runs import MEASURE_CSV, RunDirError
 from ..train import measure_run
+from .train import _error
 
 
 def register(app: typer.Typer) -> None:
@@ -38,8 +39,7 @@ def register(app: typer.Typer) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
         if samples < 1:
-            Console(stderr=True, soft_wrap=True).print("[red]error:[/red] --samples must be >= 1.")
-            raise typer.Exit(1)
+            raise _error("--samples must be >= 1.")
         try:
             rows = measure_run(
                 run_dir,
@@ -53,8 +53,7 @@ def register(app: typer.Typer) -> None:
                 device=device,
             )
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
-            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(1) from e
+            raise _error(str(e)) from e
         r0 = rows[0]
         table = Table(
             title=f"{run_dir} checkpoint {checkpoint} (epoch {r0['epoch']}): "
