@@ -21,8 +21,9 @@ setup: $(STAMP)
 
 # The main job on the default data (MNIST, fetched once into the data directory).
 run: setup
-	$(BIN)/cbundles autotune --dataset mnist --model fnn --width 25 --depth 100 \
-		--epochs 5 --check-epochs 5 --out runs/main --resume
+	$(BIN)/cbundles search --dataset mnist --model fnn --width 25 --depth 100 \
+		--methods autotune,autotune-calibrated,fixed --epochs 5 --check-epochs 2 \
+		--val-split 5000 --out runs/main
 
 test: setup lint
 	$(BIN)/python -m pytest -p no:cacheprovider tests

@@ -638,12 +638,14 @@ def test_cli_compare_with_model_file(tmp_path):
     torch.save(resnet(layers=(2, 2, 2)).train(False), tmp_path / "m.pt")
     # The local ResNet takes 1 channel and has 3 classes: feed it 28x28 synthetic images
     # (labels 0..9; accuracy is just low, the comparison still runs).
-    res = run_cli(
-        ["--model", str(tmp_path / "m.pt"), "--dataset", "synthetic", "--compare",
-         "--max-remove", "2", "--scorers", "block-influence,random", "--random-repeats", "2",
-         "--test-limit", "32", "--out", str(tmp_path / "cmp")]
-    )  # fmt: skip
+    args = ["--model", str(tmp_path / "m.pt"), "--dataset", "synthetic", "--compare",
+            "--max-remove", "2", "--scorers", "block-influence,random", "--random-repeats", "2",
+            "--test-limit", "32", "--out", str(tmp_path / "cmp")]  # fmt: skip
+    res = run_cli(args)  # a pickled module is refused without --trust-pickle
+    assert res.exit_code == 2 and "--trust-pickle" in res.output
+    res = run_cli([*args, "--trust-pickle"])
     assert res.exit_code == 0, res.output
+    assert "highest test accuracy" in (tmp_path / "cmp" / "report.html").read_text()
     with (tmp_path / "cmp" / "compare.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["scorer"] for r in rows] == ["none"] + ["block-influence"] * 2 + ["random"] * 4
@@ -655,6 +657,6 @@ def test_cli_errors_are_messages(tmp_path):
     assert res.exit_code == 2 and "neither an existing path" in res.output
     torch.save({"model": {}}, tmp_path / "ckpt.pt")
     res = run_cli(["--model", str(tmp_path / "ckpt.pt"), "--dataset", "synthetic"])
-    assert res.exit_code == 2 and "not a torch.save'd nn.Module" in res.output
+    assert res.exit_code == 2 and "pass --arch" in res.output
     res = run_cli(["--model", "x", "--dataset", "synthetic", "--scorer", "magic"])
     assert res.exit_code != 0 and "unknown scorer" in res.output

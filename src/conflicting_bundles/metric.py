@@ -4,9 +4,10 @@ Imports torch and numpy only: no nn.Module, no I/O. Every other part of the proj
 :func:`bundle_stats`; a :class:`Criterion` names which grouping rule produced a result so
 reports can say so.
 
-Grouping is exact and sort-based (see :func:`group_rows`): column blocks refine groups, and rows
-already alone in their group are not read again, so the cost is O(N*D*log N) in the worst case
-and far less for distinct rows; the reference's O(N^2 D) loop is only in the tests/benchmarks.
+Grouping is exact (see :func:`group_rows`, in rowgroups.py): 64-bit row hashes propose groups,
+every proposed group is verified element by element, and a sort-based refinement takes over on a
+hash collision. All-distinct rows cost one 16-column block, duplicated rows about three memory
+passes; the reference's O(N^2 D) loop is only in the tests/benchmarks.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .rowgroups import first_appearance_ids, group_rows, group_rows_exact
 
 __all__ = [
     "BundleStats",
@@ -152,70 +155,8 @@ def _check_finite(v: torch.Tensor, what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ grouping
-def _first_appearance_ids(inverse: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """Renumber arbitrary group ids (N,) in [0, G) so that groups are numbered in order of
-    their first sample."""
-    n = inverse.numel()
-    first = torch.full((num_groups,), n, dtype=torch.int64, device=inverse.device)
-    first.scatter_reduce_(0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
-    order = torch.argsort(first)  # group ids sorted by first appearance
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(num_groups, device=inverse.device)
-    return rank[inverse]
-
-
-def group_rows(
-    a: torch.Tensor,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    max_block_bytes: int = _CHUNK_BYTES,
-) -> tuple[torch.Tensor, int]:
-    """Partition the rows of ``transform(a)`` ((N, D) float32) by exact equality (-0.0 == 0.0).
-
-    Column-block refinement: rows start in one group; each round reads the next block of
-    columns (16, 64, 256, ... wide) of the rows that still share a group with another row,
-    applies the element-wise ``transform`` to that block only, and splits groups by exact
-    equality of (group id, block bits) with a sort (``torch.unique(dim=0)``). Rows that are
-    alone in their group are never read again, so all-distinct data costs O(16 N) reads and
-    duplicated data one pass over its columns; every split is exact, no hashing.
-    Extra memory: one block, at most ``max_block_bytes`` (64 MiB) + O(N).
-
-    Returns (ids (N,) int64 numbered by first appearance, number of groups).
-    """
-    n, d = a.shape
-    dev = a.device
-    gid = torch.zeros(n, dtype=torch.int64, device=dev)
-    if n == 1 or d == 0:
-        return gid, 1
-    active = torch.arange(n, device=dev)  # rows whose group has another member
-    col, width = 0, 16
-    num = 1
-    while col < d and active.numel():
-        rows_cap = max(1, max_block_bytes // (8 * max(1, active.numel())))
-        w = min(width, d - col, rows_cap)
-        all_rows = active.numel() == n
-        raw = a[:, col : col + w] if all_rows else a[active, col : col + w]  # (n_active, w)
-        g_act = gid if all_rows else gid[active]  # (n_active,)
-        # Cheap path: rows equal to their group's first row on the raw block stay equal after
-        # any element-wise transform, so nothing splits and no transform is needed.
-        first = torch.full((num,), n, dtype=torch.int64, device=dev)
-        first.scatter_reduce_(0, g_act, torch.arange(g_act.numel(), device=dev), reduce="amin")
-        if bool((raw == raw[first[g_act]]).all()):
-            col += w
-            width *= 4
-            continue
-        blk = transform(raw) if transform is not None else raw
-        bits = (blk.to(torch.float32) + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
-        key = torch.cat([g_act[:, None], bits.to(torch.int64)], dim=1)  # (n_active, w + 1)
-        _, inv = torch.unique(key, dim=0, return_inverse=True)  # (n_active,) in [0, k)
-        counts = torch.bincount(inv)  # (k,)
-        gid[active] = num + inv  # fresh ids above every id in use
-        num += counts.numel()
-        active = active[counts[inv] > 1]
-        col += w
-        width *= 4
-    _, gid = torch.unique(gid, return_inverse=True)
-    g = int(gid.max()) + 1
-    return _first_appearance_ids(gid, g), g
+# Exact grouping (hash-proposed, element-wise verified) lives in rowgroups.py.
+_first_appearance_ids = first_appearance_ids  # older name, used by probes
 
 
 def group_rows_tolerance(v: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
@@ -292,9 +233,9 @@ def bundle_stats(
     mode: "reference" (METHOD.md §2: v = w_max - a*lr*(1/bs) in float32, exact row equality),
       "raw" (exact equality of the float32 activations), or "tolerance" (rows within ``gamma``
       in max-norm of the raw activations, leader clustering, see :func:`group_rows_tolerance`).
-    Memory beyond the (N, D) float32 input: one column block of at most ``max_block_bytes``
-    (64 MiB) plus O(N) ids, so N = 100,000 x D = 4,096 (1.6 GiB of input) needs about 70 MiB
-    more; the transform is applied block by block, never to the whole matrix.
+    Memory beyond the (N, D) float32 input: cache-sized chunks plus O(N) ids (a hash collision's
+    fallback: one block of at most ``max_block_bytes``, 64 MiB); the transform is applied to
+    one representative row per group of bitwise-equal rows, chunk by chunk.
     Result tensors live on the input's device.
     """
     if mode not in MODES:
@@ -311,13 +252,15 @@ def bundle_stats(
             "mode='tolerance' needs gamma >= 0 (the max-norm distance that merges rows)."
         )
     a, y, c = _prepare(acts, labels, num_classes)
-    _check_finite(a, "activations")
-    if mode == "reference":
-        ids, g = group_rows(a, _reference_transform(float(w_max), float(lr), int(batch_size)))
-    elif mode == "raw":
-        ids, g = group_rows(a)
-    else:
+    if mode == "tolerance":
+        _check_finite(a, "activations")
         ids, g = group_rows_tolerance(a, float(gamma))
+    else:
+        t = _reference_transform(float(w_max), float(lr), int(batch_size))
+        ids, g, reps = group_rows_exact(a, t if mode == "reference" else None, max_block_bytes)
+        # every row is bitwise equal to one of reps: a is finite iff a[reps] is
+        if not bool(torch.isfinite((a if reps.numel() == a.shape[0] else a[reps]).sum())):
+            _check_finite(a, "activations")
     entropy, sizes = bundle_entropy_from_ids(ids, y, g, c)
     return BundleStats(num_bundles=g, entropy=entropy, bundle_ids=ids, sizes=sizes)
 

@@ -16,9 +16,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .runs import atomic_write_text, read_csv
+from .runs import atomic_write_text
 
-__all__ = ["print_table", "plot_curves", "write_html", "build_report", "fmt"]
+__all__ = [
+    "build_report",
+    "fmt",
+    "html_figures",
+    "html_headline",
+    "html_image",
+    "html_raw",
+    "html_table",
+    "plot_curves",
+    "print_table",
+    "write_html",
+]
 
 
 def fmt(v) -> str:
@@ -96,77 +107,127 @@ def _isnan(v) -> bool:
 
 # --------------------------------------------------------------------------------- HTML
 _CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3} h1{font-size:1.5em} h2{font-size:1.2em;margin-top:1.6em}
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
+td.t{text-align:left} th{background:#f3f3f3;position:sticky;top:0} h1{font-size:1.5em}
+h2{font-size:1.2em;margin-top:1.6em}
+.scroll{overflow-x:auto;max-width:100%;margin:1em 0}
+.scroll.tall{max-height:36em;overflow-y:auto}
 img{max-width:100%;border:1px solid #eee} .note{color:#555;font-size:13px}
+.headline{background:#eef6ee;border-left:5px solid #3a7d44;padding:.6em 1em;margin:1em 0;
+font-size:1.08em} .headline p{margin:.35em 0} .headline .what{color:#444;font-size:.92em}
+.plots{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+.plots figure{margin:0;flex:0 1 520px;max-width:100%} .plots figure.wide{flex:1 1 100%}
+.plots img{width:100%} figcaption{font-size:13px;color:#555;text-align:center}
 pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto}
+details{margin-top:2em} summary{cursor:pointer;font-weight:600}
 """
+_TALL_ROWS = 25  # tables with more rows than this scroll vertically too
+
+
+def _cell(v) -> str:
+    """A table cell: numbers right-aligned, text left-aligned."""
+    num = isinstance(v, (int, float)) or v is None
+    return f"<td>{html.escape(fmt(v))}</td>" if num else f"<td class=t>{html.escape(fmt(v))}</td>"
 
 
 def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """An escaped HTML table inside a scroll wrapper (wide tables scroll sideways)."""
     if not rows:
         return "<p class=note>(no rows)</p>"
     columns = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
+    cls = "scroll tall" if len(rows) > _TALL_ROWS else "scroll"
+    return f'<div class="{cls}"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def html_image(path: Path, alt: str = "") -> str:
+    """The PNG at ``path`` embedded as a data URI (report.html stays one portable file)."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
-def write_html(path: Path, title: str, sections: Iterable[tuple[str, str]]) -> Path:
-    """sections: (heading, inner HTML). Written atomically."""
+def _png_width(data: bytes) -> int:
+    """Pixel width from a PNG header (0 when not a PNG)."""
+    return int.from_bytes(data[16:20], "big") if data[:8] == b"\x89PNG\r\n\x1a\n" else 0
+
+
+def html_figures(paths: Sequence[Path]) -> str:
+    """PNGs side by side where they fit (two per row; wide ones take a row), each embedded
+    and captioned with its file name."""
+    figs = []
+    for p in paths:
+        data = Path(p).read_bytes()
+        wide = ' class="wide"' if _png_width(data) > 900 else ""
+        src = base64.b64encode(data).decode()
+        figs.append(
+            f'<figure{wide}><img alt="{html.escape(p.stem)}" src="data:image/png;base64,{src}">'
+            f"<figcaption>{html.escape(p.name)}</figcaption></figure>"
+        )
+    return f'<div class="plots">{"".join(figs)}</div>'
+
+
+def html_headline(headline: str) -> str:
+    """The answer box: one paragraph per line of ``headline``; a line starting with "Run: "
+    (what was run) is shown smaller."""
+    paras = []
+    for line in headline.strip().splitlines():
+        if line.strip():
+            cls = ' class="what"' if line.startswith("Run: ") else ""
+            paras.append(f"<p{cls}>{html.escape(line.strip())}</p>")
+    return f'<div class="headline">{"".join(paras)}</div>'
+
+
+def html_raw(raw: dict) -> str:
+    """Raw JSON, collapsed: ``<details>`` with one ``<pre>`` block."""
+    text = json.dumps(raw, indent=2, default=str, allow_nan=True)
+    return f"<details><summary>raw JSON</summary><pre>{html.escape(text)}</pre></details>"
+
+
+def write_html(
+    path: Path,
+    title: str,
+    sections: Iterable[tuple[str, str]],
+    *,
+    headline: str | None = None,
+    raw: dict | None = None,
+) -> Path:
+    """report.html, written atomically.
+
+    sections: (heading, inner HTML), shown in the order given (put plots before tables; build
+    tables with :func:`html_table`, images with :func:`html_image`). headline: the answer, shown
+    first (one paragraph per line). raw: JSON-able dict shown last, collapsed in ``<details>``.
+    """
     parts = [
         f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style><h1>{html.escape(title)}</h1>",
     ]
+    if headline:
+        parts.append(html_headline(headline))
     for heading, inner in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>{inner}")
-    return atomic_write_text(path, "\n".join(parts))
+    if raw is not None:
+        parts.append(html_raw(raw))
+    return atomic_write_text(path, "\n".join(parts) + "\n")
 
 
 def build_report(run_dir: str | Path) -> Path:
-    """report.html for any run directory this project writes (train, autotune, lesion, grid):
-    every JSON summary, CSV table and PNG found, in a fixed order."""
+    """report.html for any run directory this project writes (train, autotune, lesion, grid,
+    sweep, prune): the answer first, then the plots (missing ones are drawn from the CSVs), the
+    tables, and every JSON summary last, collapsed. Also ``cbundles report RUN_DIR``."""
+    from .report_kinds import describe_run
+
     d = Path(run_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"{d} is not a directory; pass a run directory.")
-    sections: list[tuple[str, str]] = []
-    for name in (
-        "autotune.json",
-        "summary.json",
-        "lesion_summary.json",
-        "grid_summary.json",
-        "sweep.json",
-    ):
-        p = d / name
-        if p.exists():
-            sections.append(
-                (name, f"<pre>{html.escape(json.dumps(json.loads(p.read_text()), indent=2))}</pre>")
-            )
-    for name in (
-        "steps.csv",
-        "metrics.csv",
-        "lesion_curves.csv",
-        "lesion_blocks.csv",
-        "grid.csv",
-        "measure.csv",
-        "compare.csv",
-    ):
-        p = d / name
-        if p.exists():
-            rows = read_csv(p)
-            sections.append((name, html_table(rows)))
-    for p in sorted(d.glob("*.png")):
-        sections.append((p.stem.replace("_", " "), html_image(p, p.stem)))
-    if not sections:
+    desc = describe_run(d)
+    sections = [("plots", html_figures(desc.plots))] if desc.plots else []
+    for name, rows in desc.tables:
+        sections.append((name, html_table(rows)))
+    if not sections and not desc.raw:
         raise FileNotFoundError(f"{d} holds no result files (JSON/CSV/PNG) to report.")
-    return write_html(d / "report.html", f"conflicting-bundles: {d.name}", sections)
+    return write_html(
+        d / "report.html", desc.title, sections, headline=desc.headline, raw=desc.raw or None
+    )

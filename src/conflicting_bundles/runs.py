@@ -13,7 +13,13 @@ A run directory holds::
 
 Every write goes to a temporary file in the same folder first and is then renamed over the
 target (``os.replace`` is atomic on POSIX and Windows), so a run killed at any moment leaves
-either the old or the new file, never half of one. Readers never import train.py.
+either the old or the new file, never half of one; files get the permissions the umask
+allows (as ``open`` would give them). Readers never import train.py.
+
+The lifecycle of a run directory (the lock, new / resume / overwrite, the files each command
+owns) is in :mod:`conflicting_bundles.rundir`; its names are available here too:
+``runs.open_run``, ``runs.RunDir``, ``runs.RunMode``, ``runs.locked``, ``runs.RunInUseError``,
+``runs.ConfigMismatchError``, ``runs.check_writable``, ``runs.describe_os_error``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,6 +64,29 @@ __all__ = [
     "write_json",
     "write_jsonl",
 ]
+_LIFECYCLE = (
+    "LOCK_FILE",
+    "ConfigMismatchError",
+    "RunDir",
+    "RunInUseError",
+    "RunLock",
+    "RunMode",
+    "check_writable",
+    "config_differences",
+    "describe_os_error",
+    "locked",
+    "open_run",
+)
+
+
+def __getattr__(name: str):
+    # rundir.py imports this module, so its names are re-exported lazily (no import cycle).
+    if name in _LIFECYCLE:
+        from . import rundir
+
+        return getattr(rundir, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 CONFIG = "config.json"
 ARCH = "arch.json"
@@ -77,12 +107,24 @@ class RunDirError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------ writing
+_UMASK_LOCK = threading.Lock()
+
+
+def _file_mode() -> int:
+    """0o666 minus the process umask (mkstemp alone would give 0600)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

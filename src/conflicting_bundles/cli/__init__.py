@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # Command modules, in the order they appear in --help.
-_COMMANDS = ["train", "measure", "datasets", "prune", "autotune", "sweep", "lesion"]
+_COMMANDS = ["train", "measure", "datasets", "prune", "autotune", "search", "sweep", "lesion"]
 
 
 def _version(value: bool) -> None:

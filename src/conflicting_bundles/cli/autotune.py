@@ -50,12 +50,13 @@ def register(app: typer.Typer) -> None:
         channels_last: bool = typer.Option(False, "--channels-last", help="NHWC (GPUs)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch output."),
     ) -> None:
-        """Auto-tune: remove conflicting layers early, retrain, until no conflict (METHOD §5).
+        """Auto-tune: remove conflicting layers early, retrain, until no conflict
+        (docs/method.md §5). Exits 1 when a step's training diverged.
 
         Example: cbundles autotune --dataset cifar10 --model plain --start-blocks 3,12,41,3
         --epochs 120 --check-epochs 10 --samples 64 --variant all --seed 0 --out runs/at0
         """
-        from ..autotune import AutotuneConfig, autotune
+        from ..autotune import AutotuneConfig, SearchDidNotConverge, autotune
 
         if model in ("plain", "resnet") and start_blocks is None and layers is None:
             start_blocks = "3,12,41,3"
@@ -90,15 +91,23 @@ def register(app: typer.Typer) -> None:
                 criterion=criterion,
                 train=train_cfg,
             )
-            autotune(cfg, resume=resume, force=force)
-        except (ValueError, TypeError, RunDirError, DatasetError) as e:
+            res = autotune(cfg, resume=resume, force=force)
+        except (ValueError, TypeError, RunDirError, DatasetError, SearchDidNotConverge) as e:
             raise _error(str(e)) from e
         except KeyboardInterrupt:
             Console(stderr=True).print(
                 f"interrupted; finished steps and epochs are saved. Continue with the same "
-                f"command and --resume (--out {out})."
+                f"command and --resume (--out {out}).",
+                markup=False,
             )
             raise typer.Exit(130) from None
+        if res.status != "completed":
+            diverged = [s["step"] for s in res.steps if s.get("status") == "diverged"]
+            raise _error(
+                f"step {diverged[0]} of the search diverged (its training loss became NaN/Inf), "
+                "so its architecture is no result; lower --lr and start a new search (another "
+                "--out, or --force)."
+            )
 
     @app.command("report")
     def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:

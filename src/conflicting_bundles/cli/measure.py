@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ..console import escape, make_console
 from ..data import DatasetError
-from ..runs import MEASURE_CSV, RunDirError
+from ..runs import MEASURE_CSV, RunDirError, write_csv
 from ..train import measure_run
-from .train import _error
+from .common import error, os_error_message
 
 
 def register(app: typer.Typer) -> None:
@@ -22,24 +22,30 @@ def register(app: typer.Typer) -> None:
             True, "--all-layers/--last-layer", help="Every probe point, or only the last."
         ),
         samples: int = typer.Option(512, help="First N non-augmented training samples."),
-        criterion: str = typer.Option(None, help="Default: the run's (reference)."),
+        criterion: str = typer.Option(
+            None, help="reference, raw, coarse:K, tol:G or rel:R (default: the run's)."
+        ),
         checkpoint: str = typer.Option("last", help="last, best, or an epoch number."),
         kind: str = typer.Option(None, help="Probe kind (default: the run's)."),
         margin: bool = typer.Option(True, "--margin/--no-margin", help="Compute the margin."),
         data_dir: Path = typer.Option(None, help="Data directory (default: the run's)."),
         device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
         threads: int = typer.Option(None, help="torch threads."),
+        write: bool = typer.Option(
+            True, "--write/--no-write", help="Write measure.csv into RUN_DIR (default: yes)."
+        ),
     ) -> None:
         """Bundle metrics and conflict margin of each layer of a trained run.
 
         Uses the run's lr, batch size and the checkpoint's w_max; writes measure.csv in RUN_DIR.
+        The table is printed first, so nothing is lost when RUN_DIR is not writable.
         """
         import torch
 
         if threads is not None:
             torch.set_num_threads(threads)
         if samples < 1:
-            raise _error("--samples must be >= 1.")
+            raise error("--samples must be >= 1.")
         try:
             rows = measure_run(
                 run_dir,
@@ -51,29 +57,41 @@ def register(app: typer.Typer) -> None:
                 margin=margin,
                 data_dir=None if data_dir is None else str(data_dir),
                 device=device,
+                write=False,
             )
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
-            raise _error(str(e)) from e
+            raise error(str(e)) from e
         r0 = rows[0]
         table = Table(
-            title=f"{run_dir} checkpoint {checkpoint} (epoch {r0['epoch']}): "
-            f"{r0['num_samples']} samples, criterion {r0['criterion']}, w_max {r0['w_max']:.4g}"
+            title=f"{escape(str(run_dir))} checkpoint {escape(checkpoint)} (epoch {r0['epoch']}):"
+            f" {r0['num_samples']} samples, criterion {r0['criterion']}, w_max {r0['w_max']:.4g}"
         )
         for col in ("layer", "num_bundles", "entropy", "conflicting", "margin"):
-            table.add_column(col, justify="left" if col == "layer" else "right")
+            justify = "left" if col == "layer" else "right"
+            table.add_column(col, justify=justify, no_wrap=col == "layer")
         for r in rows:
             m = r["margin"]
             table.add_row(
-                r["layer"],
+                escape(r["layer"]),
                 str(r["num_bundles"]),
                 f"{r['entropy']:.4f}",
                 "[red]yes[/red]" if r["conflicting"] else "no",
                 "-" if m is None else f"{m:.3g}",
             )
-        console = Console()
+        console = make_console()
         console.print(table)
         n_conf = sum(r["conflicting"] for r in rows)
-        console.print(
-            f"{n_conf} of {len(rows)} layers conflicting; written to {Path(run_dir) / MEASURE_CSV}",
-            highlight=False,
-        )
+        line = f"{n_conf} of {len(rows)} layers conflicting"
+        if not write:
+            console.print(line, highlight=False)
+            return
+        target = Path(run_dir) / MEASURE_CSV
+        try:
+            write_csv(target, rows)
+        except OSError as e:
+            console.print(line, highlight=False)
+            raise error(
+                os_error_message(e, str(target)) + " The table above is the full result; rerun "
+                "with --no-write to only print it."
+            ) from e
+        console.print(f"{line}; written to {escape(str(target))}", highlight=False)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..prune.runner import SCORERS, PruneConfig, run_compare, run_prune
+from ..prune.command import PruneConfig, run_compare, run_prune
+from ..prune.runner import SCORERS
 from ..prune.scorers import list_scorers
 
 
@@ -23,17 +25,73 @@ def _scorer_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        vals = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) < 1:
+        raise typer.BadParameter(f"{text!r}: give H or H,W (e.g. 224 or 224,224).")
+    return (vals[0], vals[-1])
+
+
+def _kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(f"not JSON ({e}); e.g. '{{\"num_classes\": 10}}'.") from e
+    if not isinstance(d, dict):
+        raise typer.BadParameter("give a JSON object, e.g. '{\"num_classes\": 10}'.")
+    return d
+
+
 def register(app: typer.Typer) -> None:
     @app.command("prune")
     def prune(
         model: str = typer.Option(
             ...,
             "--model",
-            help="Run directory (arch.json + checkpoints/), pruned directory, torch.save'd "
-            "model file, or registered model name (fresh weights).",
+            help="Import path (torchvision.models:resnet18), timm:NAME, hf:PATH, run "
+            "directory, pruned directory, state-dict file (with --arch), or registered model.",
         ),
-        dataset: str = typer.Option(
-            ..., "--dataset", help="Dataset name (see `cbundles datasets`)."
+        dataset: str | None = typer.Option(
+            None, "--dataset", help="Image dataset name (see `cbundles datasets`)."
+        ),
+        text: Path | None = typer.Option(
+            None, "--text", help="Sentence file for language models (topic<TAB>sentence)."
+        ),
+        arch: str | None = typer.Option(
+            None, "--arch", help="Model spec that builds the architecture of a state-dict file."
+        ),
+        model_kwargs: str | None = typer.Option(
+            None, "--model-kwargs", help="JSON keyword arguments, e.g. '{\"num_classes\": 10}'."
+        ),
+        trust_pickle: bool = typer.Option(
+            False, "--trust-pickle", help="Allow loading a pickled nn.Module (runs its code)."
+        ),
+        input_size: str | None = typer.Option(
+            None, "--input-size", help="Resize images to H or H,W (e.g. 224)."
+        ),
+        channels: int | None = typer.Option(
+            None, "--channels", min=1, max=3, help="Image channels the model takes (1 or 3)."
+        ),
+        normalize: str = typer.Option(
+            "none", "--normalize", help="Image normalisation: none, imagenet, or M,..:S,.."
+        ),
+        tokenizer: str | None = typer.Option(
+            None, "--tokenizer", help="Tokenizer directory (default: the hf: model's)."
+        ),
+        max_length: int = typer.Option(64, "--max-length", min=2, help="Tokens per sentence."),
+        iterative: bool = typer.Option(
+            False, "--iterative", help="Re-score after each removal (SLEB with --scorer loss)."
+        ),
+        heal_train: str = typer.Option(
+            "all", "--heal-train", help="What healing trains: all, head, or head+last:N."
         ),
         out: Path = typer.Option(Path("pruned"), "--out", help="Output directory."),
         remove: int = typer.Option(1, "--remove", min=0, help="Number of blocks to remove."),
@@ -94,7 +152,11 @@ def register(app: typer.Typer) -> None:
                 param_hint="--scorer",
             )
         cfg = PruneConfig(
-            model=model, dataset=dataset, out=str(out), remove=remove, scorer=scorer,
+            model=model, dataset=dataset, text=None if text is None else str(text), arch=arch,
+            model_kwargs=_kwargs(model_kwargs), trust_pickle=trust_pickle,
+            input_size=_size(input_size), channels=channels, normalize=normalize,
+            tokenizer=tokenizer, max_length=max_length, iterative=iterative,
+            heal_train=heal_train, out=str(out), remove=remove, scorer=scorer,
             blocks=blocks, data_dir=None if data_dir is None else str(data_dir),
             n_samples=n_samples, lr=lr, batch_size=batch_size, criterion=criterion,
             test_limit=test_limit, heal_steps=heal_steps, heal_lr=heal_lr, device=device,
@@ -107,7 +169,7 @@ def register(app: typer.Typer) -> None:
                 rows = run_compare(cfg, say)
             else:
                 summary = run_prune(cfg, say)
-        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        except (ValueError, TypeError, FileNotFoundError, RuntimeError, KeyError) as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(2) from exc
         if compare:
@@ -122,13 +184,19 @@ def register(app: typer.Typer) -> None:
             Console().print(table)
             return
         s = summary
+        table = Table(title=f"blocks by {cfg.scorer} ({out}/scores.csv)")
+        for col in ("block", "score", "rank", "removed"):
+            table.add_column(col)
+        order = sorted(s["scores"], key=lambda n: -s["scores"][n])
+        for name in s["blocks"]:
+            table.add_row(
+                name, f"{s['scores'].get(name, float('nan')):.6g}",
+                str(order.index(name) + 1) if name in order else "-",
+                "yes" if name in s["removed"] else "",
+            )  # fmt: skip
+        Console().print(table)
         Console().print(
-            f"removed {len(s['removed'])} of {len(s['blocks'])} blocks ({cfg.scorer}): "
-            f"{', '.join(s['removed']) or '-'}\n"
-            f"params {s['params_before']:,} -> {s['params_after']:,}; "
-            f"test accuracy {s['accuracy_before']:.4f} -> {s['accuracy_after']:.4f}; "
-            f"forward {1e3 * s['forward_seconds_before']:.2f} ms -> "
-            f"{1e3 * s['forward_seconds_after']:.2f} ms\n"
-            f"saved to {out}/ (model.pt, pruned.json, prune.json)",
+            s["headline"] + f"\nsaved to {out}/ (model.pt, pruned.json, prune.json, scores.csv, "
+            "scores.png, report.html)",
             highlight=False,
         )

@@ -2,88 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from fractions import Fraction
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from ..console import escape, make_console, set_progress
 from ..data import DatasetError
 from ..runs import RunDirError, load_config
-from ..train import TrainConfig, train
+from ..train import OPTIMIZERS, TrainConfig, train
+from .common import FNN_MODELS, error, model_kwargs, os_error_message
 
-_FNN = ("fnn",)
-_CONV = ("plain", "resnet")
-
-
-def _error(msg: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {msg}", highlight=False)
-    return typer.Exit(code)
-
-
-def _number(text: str, what: str) -> float:
-    """A float, also written as a fraction: "0.125" or "1/8"."""
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise _error(f"{what} must be a number such as 0.25 or 1/4, got {text!r}.") from None
-
-
-def _blocks(text: str) -> list[int]:
-    try:
-        blocks = [int(b) for b in text.split(",")]
-    except ValueError:
-        blocks = []
-    if len(blocks) != 4 or min(blocks) < 0:
-        raise _error(f"--blocks must be four counts a,b,c,d (e.g. 3,12,41,3), got {text!r}.")
-    return blocks
-
-
-def _model_args(pairs: list[str]) -> dict:
-    """--arg KEY=VALUE (VALUE parsed as JSON when it is JSON, else kept as a string)."""
-    out = {}
-    for p in pairs:
-        key, sep, val = p.partition("=")
-        if not sep or not key:
-            raise _error(f"--arg must look like KEY=VALUE, got {p!r}.")
-        try:
-            out[key] = json.loads(val)
-        except json.JSONDecodeError:
-            out[key] = val
-    return out
-
-
-def _model_kwargs(model, width, depth, blocks, layers, width_mult, args) -> dict:
-    kw: dict = {}
-    given = {"--width": width, "--depth": depth}
-    if model in _FNN:
-        if width is None or depth is None:
-            raise _error("model fnn needs --width and --depth (hidden layers and their units).")
-        kw.update(width=width, depth=depth)
-    elif any(v is not None for v in given.values()):
-        raise _error(f"--width/--depth apply to fnn only; {model} uses --layers or --blocks.")
-    conv = {"--blocks": blocks, "--layers": layers, "--width-mult": width_mult}
-    if model in _CONV:
-        if blocks is None and layers is None:
-            raise _error(
-                f"model {model} needs --layers N (4, 10, 20, 30, 50, 76, 100, 120) or "
-                "--blocks a,b,c,d."
-            )
-        if blocks is not None:
-            kw["blocks"] = _blocks(blocks)
-        if layers is not None:
-            kw["layers"] = layers
-        if width_mult is not None:
-            kw["width_mult"] = _number(width_mult, "--width-mult")
-    elif any(v is not None for v in conv.values()):
-        raise _error(f"--blocks/--layers/--width-mult apply to plain and resnet, not {model}.")
-    kw.update(_model_args(args))
-    return kw
+# Old private names, kept until the other command modules import from .common.
+_error = error
+_model_kwargs = model_kwargs
 
 
 def _default_out(model: str, kw: dict, dataset: str, seed: int) -> str:
-    if model in _FNN:
+    if model in FNN_MODELS:
         shape = f"{kw['depth']}x{kw['width']}"
     elif "blocks" in kw:
         shape = "-".join(map(str, kw["blocks"]))
@@ -134,9 +69,29 @@ def register(app: typer.Typer) -> None:
         channels_last: bool = typer.Option(
             None, "--channels-last/--no-channels-last", help="NHWC memory format (GPUs)."
         ),
+        optimizer: str = typer.Option(
+            None,
+            help=f"{', '.join(OPTIMIZERS)}: radam-lookahead is the paper's recipe (default), "
+            "adam is AdamW, sgd has momentum 0.9 (choose --lr, e.g. 0.05).",
+        ),
+        val_split: int = typer.Option(
+            None,
+            help="Hold out N training samples as validation (seeded by --val-seed); default 0.",
+        ),
+        val_seed: int = typer.Option(
+            None, help="Seed of the validation subset (independent of --seed; default 0)."
+        ),
+        test_eval: bool = typer.Option(
+            None, "--test-eval/--no-test-eval", help="Evaluate the test set (default: yes)."
+        ),
+        progress: bool = typer.Option(
+            None,
+            "--progress/--no-progress",
+            help="Progress bars (default: only on a terminal; TQDM_DISABLE=1 turns them off).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     ) -> None:
-        """Train a network (RAdam + Lookahead, METHOD.md §4) and record bundle metrics per epoch.
+        """Train a network (RAdam + Lookahead, docs/method.md §4); bundle metrics per epoch.
 
         Example: cbundles train --model plain --layers 20 --dataset mnist --epochs 5 --out runs/x
         """
@@ -162,18 +117,22 @@ def register(app: typer.Typer) -> None:
             "tensorboard": tensorboard,
             "amp": amp,
             "channels_last": channels_last,
+            "optimizer": optimizer,
+            "val_split": val_split,
+            "val_seed": val_seed,
+            "test_eval": test_eval,
         }
         given = {k: v for k, v in fields.items() if v is not None}
         try:
             if resume:
                 if out is None:
-                    raise _error("--resume needs --out, the run directory to continue.")
+                    raise error("--resume needs --out, the run directory to continue.")
                 cfg = TrainConfig.from_dict(load_config(out))
                 model_kw = dict(cfg.model_kwargs)
                 if model is not None or width or depth or layers or blocks or width_mult or arg:
                     # Only to be checked against the stored run: train() refuses differences.
                     name = model or cfg.model
-                    new = _model_kwargs(name, width, depth, blocks, layers, width_mult, arg)
+                    new = model_kwargs(name, width, depth, blocks, layers, width_mult, arg)
                     cfg.model, model_kw = name, {**model_kw, **new}
                 # Options given with --resume override the stored config; train() refuses any
                 # that change more than the runtime fields and names both values.
@@ -182,24 +141,32 @@ def register(app: typer.Typer) -> None:
                 )
             else:
                 model = model or "plain"
-                kw = _model_kwargs(model, width, depth, blocks, layers, width_mult, arg)
+                kw = model_kwargs(model, width, depth, blocks, layers, width_mult, arg)
                 cfg = TrainConfig(model=model, model_kwargs=kw, **given)
                 cfg.out = str(out) if out else _default_out(model, kw, cfg.dataset, cfg.seed)
             cfg.progress = not quiet
+            set_progress(progress)
             result = train(cfg, resume=resume, force=force)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
-            raise _error(str(e)) from e
+            raise error(str(e)) from e
+        except OSError as e:
+            raise error(
+                os_error_message(e, "the run directory")
+                + " Epochs completed so far are saved: continue with `cbundles train --resume "
+                f"--out {out or cfg.out}`."
+            ) from e
         except KeyboardInterrupt:
-            Console(stderr=True, soft_wrap=True).print(
-                f"interrupted; the last completed epoch is saved. Continue with "
-                f"`cbundles train --resume --out {out or cfg.out}`."
+            make_console(stderr=True).print(
+                "interrupted; the last completed epoch is saved. Continue with "
+                f"`cbundles train --resume --out {escape(str(out or cfg.out))}`.",
+                highlight=False,
             )
             raise typer.Exit(130) from None
         from ..distributed import is_main
 
-        console = Console(quiet=not is_main())  # under torchrun only rank 0 prints
+        console = make_console(quiet=not is_main())  # under torchrun only rank 0 prints
         if result.status == "diverged":
-            raise _error(result.message)
+            raise error(result.message)
         if result.status == "stopped":
-            console.print(f"stopped: {result.message}")
-        console.print(f"run directory: {result.run_dir}", highlight=False)
+            console.print(f"stopped: {escape(result.message)}", highlight=False)
+        console.print(f"run directory: {escape(str(result.run_dir))}", highlight=False)

@@ -334,9 +334,17 @@ _SOURCES: dict[str, Source] = {
 
 
 def _source(name: str) -> Source:
-    if name not in _SOURCES:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_SOURCES)}")
-    return _SOURCES[name]
+    if name in _SOURCES:
+        return _SOURCES[name]
+    from .user import user_source  # folder:PATH and from_torch(...) data
+
+    src = user_source(name)
+    if src is None:
+        raise ValueError(
+            f"unknown dataset {name!r}; known: {', '.join(_SOURCES)}; or folder:PATH (a folder "
+            "of class sub-folders of images), or a name registered with data.from_torch(...)"
+        )
+    return src
 
 
 def list_datasets() -> list[str]:

@@ -7,12 +7,22 @@ entropy beside published baselines), remove them for real, save/load, heal.
     save_pruned(pruned, "pruned/"); load_pruned(factory, "pruned/")
 """
 
+from .baselines import (
+    IterativeResult,
+    LossScorer,
+    RandomScorer,
+    ReverseOrderScorer,
+    calibration_loss,
+    iterative_prune,
+    output_features,
+)
 from .discovery import Block, find_blocks
-from .heal import evaluate, heal
+from .heal import evaluate, heal, trainable_count
+from .loading import ImagePrep, build_spec, load_model, read_sentences, text_batches
 from .runner import (
+    SCORERS,
     PruneResult,
     compare_scorers,
-    load_model,
     prune_model,
     rank,
     time_forward,
@@ -23,7 +33,6 @@ from .scorers import (
     AngularScorer,
     BlockInfluenceScorer,
     ConflictScorer,
-    RandomScorer,
     Scorer,
     get_scorer,
     list_scorers,
@@ -32,28 +41,40 @@ from .scorers import (
 from .surgery import count_params, load_pruned, remove_blocks, save_pruned
 
 __all__ = [
+    "SCORERS",
     "ActivationEntropyScorer",
     "AngularScorer",
     "Block",
     "BlockInfluenceScorer",
     "ConflictScorer",
+    "ImagePrep",
+    "IterativeResult",
+    "LossScorer",
     "PruneResult",
     "RandomScorer",
+    "ReverseOrderScorer",
     "Scorer",
+    "build_spec",
+    "calibration_loss",
     "compare_scorers",
     "count_params",
     "evaluate",
     "find_blocks",
     "get_scorer",
     "heal",
+    "iterative_prune",
     "list_scorers",
     "load_model",
     "load_pruned",
+    "output_features",
     "prune_model",
     "rank",
+    "read_sentences",
     "register_scorer",
     "remove_blocks",
     "save_pruned",
+    "text_batches",
     "time_forward",
+    "trainable_count",
     "write_compare",
 ]

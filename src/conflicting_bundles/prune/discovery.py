@@ -10,9 +10,18 @@ reindexing the container keeps the forward valid) that
   activation, or a Conv+BN+ReLU unit, is not a block.
 
 That covers torchvision-style ResNet BasicBlock/Bottleneck with ``downsample is None``, timm
-ResNet/ConvNeXt/ViT blocks and Hugging Face decoder layers (``model.layers.N``). When a block
-contains another block (a timm ConvNeXt stage without downsampling holds its blocks), the
-innermost ones are returned: they are the finest unit that can go.
+ResNet/ConvNeXt/ViT blocks and Hugging Face decoder layers (``model.layers.N``).
+
+Nesting. A *unit* is any multi-layer child of a container (shape-preserving or not). A unit is a
+*stack* when it is a container itself or holds a container with >= 2 units (a torchvision
+EfficientNet stage, a timm ConvNeXt stage's ``blocks``). Candidates inside a unit that is not a
+stack are dropped: the squeeze-excitation gate inside a MobileNetV3/EfficientNet/RegNet block,
+or the attention inside a MaxViT layer, is a part of that block, not a block of the net. Among
+the remaining candidates, the innermost are returned (a ConvNeXt stage without downsampling
+gives its blocks, the finest unit that can go).
+
+A model whose units all have one weight layer (this project's FNN: Linear + ReLU per hidden
+layer) gets them when no multi-layer unit qualifies.
 
 Shape preservation is a structural test, not a promise that removal is harmless: a
 shape-preserving block of a plain (non-residual) net can also be deleted, but the net loses a
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -105,7 +115,7 @@ def _first_tensor(obj) -> torch.Tensor | None:
             if isinstance(o, torch.Tensor):
                 return o
         return None
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         for o in obj.values():
             if isinstance(o, torch.Tensor):
                 return o
@@ -113,10 +123,11 @@ def _first_tensor(obj) -> torch.Tensor | None:
 
 
 def to_device(x, device):
-    """Move an input (tensor, dict or tuple/list of tensors) to ``device``."""
+    """Move an input (tensor, mapping such as a tokenizer's ``BatchEncoding``, or tuple/list of
+    tensors) to ``device``; a mapping becomes a plain dict."""
     if isinstance(x, torch.Tensor):
         return x.to(device)
-    if isinstance(x, dict):
+    if isinstance(x, Mapping):
         return {k: to_device(v, device) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
         return type(x)(to_device(v, device) for v in x)
@@ -131,9 +142,10 @@ def model_device(model: nn.Module) -> torch.device:
 
 def run_model(model: nn.Module, x):
     """Call ``model`` on an example: a tensor (``model(x)``), a tuple/list (positional
-    arguments) or a dict (keyword arguments, e.g. ``{"input_ids": ids}`` for HF models)."""
-    if isinstance(x, dict):
-        return model(**x)
+    arguments) or a mapping (keyword arguments, e.g. ``{"input_ids": ids}`` or a tokenizer's
+    ``BatchEncoding`` for HF models)."""
+    if isinstance(x, Mapping):
+        return model(**dict(x))
     if isinstance(x, (tuple, list)):
         return model(*x)
     return model(x)
@@ -202,6 +214,32 @@ def _innermost(cands: list[tuple]) -> list[tuple]:
     return [c for c in cands if not any(n.startswith(c[0] + ".") for n in names)]
 
 
+def _is_unit(module: nn.Module, min_weight_layers: int) -> bool:
+    return (
+        _has_params(module)
+        and not _is_primitive(module)
+        and weight_layers(module) >= min_weight_layers
+    )
+
+
+def _is_stack(unit: nn.Module, min_weight_layers: int) -> bool:
+    """A container, or a module holding a container with >= 2 units (a stage of blocks)."""
+    if isinstance(unit, (nn.ModuleList, nn.Sequential)):
+        return True
+    for m in unit.modules():
+        if m is not unit and isinstance(m, (nn.ModuleList, nn.Sequential)):
+            kids = [c for c in m._modules.values() if c is not None]
+            if sum(_is_unit(c, min_weight_layers) for c in kids) >= 2:
+                return True
+    return False
+
+
+def _outside_parts(cands: list[tuple], units: list[tuple], min_weight_layers: int) -> list[tuple]:
+    """Drop candidates that lie inside a unit that is not a stack (an SE gate in a block)."""
+    closed = [u[0] for u in units if not _is_stack(u[1], min_weight_layers)]
+    return [c for c in cands if not any(c[0].startswith(n + ".") for n in closed)]
+
+
 def find_blocks(
     model: nn.Module,
     example=None,
@@ -242,13 +280,11 @@ def find_blocks(
                 "none can be removed by deleting it from its container."
             )
     else:
-        cands = [
-            c
-            for c in cands
-            if _has_params(c[1])
-            and not _is_primitive(c[1])
-            and weight_layers(c[1]) >= min_weight_layers
-        ]
+        units = [c for c in cands if _is_unit(c[1], min_weight_layers)]
+        if not units and min_weight_layers > 1:  # e.g. FNN hidden layers: one Linear each
+            min_weight_layers = 1
+            units = [c for c in cands if _is_unit(c[1], 1)]
+        cands = _outside_parts(units, units, min_weight_layers)
     if example is None:
         example = default_example(model)
     if example is None:

@@ -11,8 +11,10 @@ Every scorer except ``random`` runs the model once (eval mode, no_grad) on the f
 Registered scorers (``get_scorer(name, **kwargs)``):
 
 - ``conflict``: bundle entropy (``metric.bundle_stats``, reference criterion by default) of the
-  block's residual branch, one row per sample. Needs labels. Ties (the reference criterion almost
-  never fires on healthy nets, so most blocks have entropy 0) are broken by the conflict margin
+  block's residual branch, one row per sample (a sequence: its real tokens in order,
+  zero-padded to the longest sample, so padding does not change the score). Needs labels.
+  Ties (the reference criterion almost never fires on healthy nets, so most blocks have
+  entropy 0) are broken by the conflict margin
   (``metric.conflict_margin``: the smallest max-norm distance between differently labelled
   branch rows, in units of the criterion's resolution; smaller = closer to conflicting):
   ``score = entropy + TIE / (1 + margin)`` with TIE = 1e-6, far below any entropy difference
@@ -27,10 +29,12 @@ Registered scorers (``get_scorer(name, **kwargs)``):
   of Liao et al. 2023's entropy-guided depth pruning). A branch that is almost always on or
   always off per feature acts nearly linearly; score = -entropy.
 - ``random``: uniform in [0, 1), seeded; no forward pass.
+- ``reverse-order`` and ``loss`` (SLEB-style calibration loss): see ``baselines.py``.
 
 "Positions" (the rows cosines are taken over): a (B, D) tensor has B rows; a (B, T, D) sequence
 has B*T token rows over the last dim; a (B, C, H, W...) feature map has B*H*W rows over channels
-(dim 1). Rows where x or y is all zero have no direction and are skipped.
+(dim 1). Rows where x or y is all zero have no direction and are skipped. Inputs given as a
+mapping with an ``attention_mask`` (a tokenizer's output) contribute only their real tokens.
 """
 
 from __future__ import annotations
@@ -44,7 +48,16 @@ from torch import nn
 
 from ..metric import Criterion, conflict_margin, weight_amplitude
 from ..probes import Probe, ProbePoint
-from .discovery import Block, run_model, to_device
+from .batches import (
+    attention_mask,
+    batch_len,
+    feature_rows,
+    iter_samples,
+    pad_rows,
+    sample_rows,
+    slice_inputs,
+)
+from .discovery import Block, run_model
 
 __all__ = [
     "Scorer",
@@ -52,12 +65,9 @@ __all__ = [
     "BlockInfluenceScorer",
     "AngularScorer",
     "ActivationEntropyScorer",
-    "RandomScorer",
     "register_scorer",
     "get_scorer",
     "list_scorers",
-    "iter_samples",
-    "feature_rows",
 ]
 
 _SCORERS: dict[str, type[Scorer]] = {}
@@ -89,76 +99,6 @@ def get_scorer(name: str, **kwargs) -> Scorer:
     cls = _SCORERS[name]
     params = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in kwargs.items() if k in params})
-
-
-# ------------------------------------------------------------------------------ data plumbing
-def _split_batch(batch) -> tuple[object, torch.Tensor | None]:
-    """(inputs, labels or None) from a batch: (x, y), [x, y], or x alone."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return batch[0], None if batch[1] is None else torch.as_tensor(batch[1])
-    return batch, None
-
-
-def _batch_len(x) -> int:
-    if isinstance(x, torch.Tensor):
-        return x.shape[0]
-    if isinstance(x, dict):
-        return _batch_len(next(iter(x.values())))
-    if isinstance(x, (tuple, list)):
-        return _batch_len(x[0])
-    raise TypeError(f"cannot find the batch size of an input of type {type(x).__name__}.")
-
-
-def _slice(x, n: int):
-    """The first n samples of an input (tensor, dict or tuple of tensors)."""
-    return _slice_range(x, 0, n)
-
-
-def _slice_range(x, s: int, e: int):
-    """Samples s..e-1 of an input (tensor, dict or tuple of tensors)."""
-    if isinstance(x, torch.Tensor):
-        return x[s:e]
-    if isinstance(x, dict):
-        return {k: _slice_range(v, s, e) if torch.is_tensor(v) else v for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(_slice_range(v, s, e) if torch.is_tensor(v) else v for v in x)
-    return x
-
-
-def _to(x, device):
-    return to_device(x, device)
-
-
-def iter_samples(batches: Iterable, n_samples: int | None, device=None):
-    """Yield (inputs, labels or None) from ``batches``, truncated to the first ``n_samples``
-    samples (all if None), moved to ``device``."""
-    have = 0
-    for batch in batches:
-        x, y = _split_batch(batch)
-        b = _batch_len(x)
-        take = b if n_samples is None else min(b, n_samples - have)
-        if take <= 0:
-            break
-        if take < b:
-            x, y = _slice(x, take), None if y is None else y[:take]
-        yield _to(x, device), None if y is None else y.to(device)
-        have += take
-        if n_samples is not None and have >= n_samples:
-            break
-    if have == 0:
-        raise ValueError("batches yielded no samples: scoring needs at least one input batch.")
-
-
-def feature_rows(t: torch.Tensor) -> torch.Tensor:
-    """(B, D) -> (B, D); (B, T, D) -> (B*T, D); (B, C, *S) -> (B*prod(S), C); float32."""
-    t = t.float()
-    if t.dim() == 1:
-        return t[:, None]
-    if t.dim() == 2:
-        return t
-    if t.dim() == 3:
-        return t.reshape(-1, t.shape[-1])
-    return t.movedim(1, -1).reshape(-1, t.shape[1])
 
 
 # ------------------------------------------------------------------------------ base class
@@ -209,6 +149,7 @@ class Scorer:
             device = torch.device("cpu")
         labels: list[torch.Tensor] = []
         self._labels = None  # labels of the chunk being run, for update()
+        self._mask = None  # attention mask (B, T) of the chunk being run, or None
 
         points = self.points(model, blocks)
         was_training = model.training
@@ -227,11 +168,13 @@ class Scorer:
                             f"scorer {self.name!r} needs labels: batches must yield (inputs, "
                             "labels) pairs with one integer class per sample."
                         )
-                    n = _batch_len(x)
+                    n = batch_len(x)
                     step = self.forward_chunk or n
                     for s in range(0, n, step):
+                        chunk = slice_inputs(x, s, s + step)
                         self._labels = None if y is None else y[s : s + step]
-                        run_model(model, _slice_range(x, s, s + step))
+                        self._mask = attention_mask(chunk)
+                        run_model(model, chunk)
                     if y is not None:
                         labels.append(y)
         finally:
@@ -252,6 +195,10 @@ class Scorer:
     def on_activation(self, name: str, a: torch.Tensor) -> None:
         """Receives each probe point's activation during the forward."""
         self.update(name, a[:, 0], a[:, 1], self._labels)
+
+    def rows(self, t: torch.Tensor) -> torch.Tensor:
+        """:func:`feature_rows` of an activation of the chunk being run, padding excluded."""
+        return feature_rows(t, self._mask)
 
     def start(self, model: nn.Module, blocks: list[Block]) -> None:  # noqa: B027 (optional hook)
         """Reset per-block accumulators."""
@@ -299,18 +246,8 @@ class ConflictScorer(Scorer):
         self.use_declared = use_declared
 
     def score(self, model, blocks, batches):
-        # One forward over all n_samples, like the reference measurement: gather them first.
-        if self.forward_chunk is None:
-            xs, ys = [], []
-            for x, y in iter_samples(batches, self.n_samples):
-                if y is None:
-                    raise ValueError(
-                        "scorer 'conflict' needs labels: batches must yield (inputs, labels) "
-                        "pairs with one integer class per sample."
-                    )
-                xs.append(x)
-                ys.append(y)
-            batches = [(_cat(xs), torch.cat(ys))]
+        # Batches run one by one (eval mode: no batch statistics), so they may differ in
+        # sequence length; rows are gathered over all n_samples before the criterion runs.
         self._declared = self._declared_points(model, blocks)
         return super().score(model, blocks, batches)
 
@@ -340,7 +277,7 @@ class ConflictScorer(Scorer):
 
     def on_activation(self, name, a):
         if name in self._declared:
-            self._rows[name].append(a.float().reshape(a.shape[0], -1))  # (B, D) declared branch
+            self._rows[name].extend(sample_rows(a, self._mask))  # declared branch per sample
         else:
             super().on_activation(name, a)
 
@@ -348,20 +285,14 @@ class ConflictScorer(Scorer):
         self._rows: dict[str, list[torch.Tensor]] = {b.name: [] for b in blocks}
 
     def update(self, name, x, y, labels):
-        self._rows[name].append((y.float() - x.float()).reshape(x.shape[0], -1))  # (B, D)
+        self._rows[name].extend(sample_rows(y.float() - x.float(), self._mask))  # B rows
 
     def finish(self, model, labels):
         w_max = weight_amplitude(model)
         c = int(labels.max()) + 1
         out = {}
         for name, rows in self._rows.items():
-            shapes = {r.shape[1] for r in rows}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"block {name!r}: samples have different sizes {sorted(shapes)} (sequences "
-                    "of different lengths?); pad every batch to one length to compare samples."
-                )
-            a = torch.cat(rows).float()  # (N, D)
+            a = pad_rows(rows)  # (N, D); sequences of different lengths zero-padded
             st = self.criterion.stats(
                 a, labels, num_classes=c, w_max=w_max, lr=self.lr, batch_size=self.batch_size
             )
@@ -390,7 +321,7 @@ class _MeanOverRows(Scorer):
         raise NotImplementedError
 
     def update(self, name, x, y, labels):
-        v = self.row_values(feature_rows(x), feature_rows(y))
+        v = self.row_values(self.rows(x), self.rows(y))
         self._sum[name] += float(v.double().sum())
         self._count[name] += v.numel()
 
@@ -438,9 +369,10 @@ class ActivationEntropyScorer(Scorer):
         self._rows = {b.name: 0 for b in blocks}
 
     def update(self, name, x, y, labels):
-        on = (feature_rows(y) - feature_rows(x) > 0).double().sum(dim=0)  # (F,)
+        rx = self.rows(x)
+        on = (self.rows(y) - rx > 0).double().sum(dim=0)  # (F,)
         self._on[name] = on if name not in self._on else self._on[name] + on
-        self._rows[name] += feature_rows(x).shape[0]
+        self._rows[name] += rx.shape[0]
 
     def finish(self, model, labels):
         out = {}
@@ -456,40 +388,5 @@ class ActivationEntropyScorer(Scorer):
         return out
 
 
-@register_scorer("random")
-class RandomScorer(Scorer):
-    """Uniform [0, 1) per block from a seeded generator, in block order; no forward pass."""
-
-    def __init__(self, seed: int = 0, n_samples: int = 0, forward_chunk: int | None = None):
-        super().__init__(n_samples, forward_chunk)
-        self.seed = seed
-
-    def score(self, model, blocks, batches=None):
-        if not blocks:
-            raise ValueError("no blocks to score: pass the list returned by find_blocks().")
-        gen = torch.Generator().manual_seed(self.seed)
-        values = torch.rand(len(blocks), generator=gen, dtype=torch.float64).tolist()
-        self.details = {b.name: {"seed": self.seed} for b in blocks}
-        return {b.name: v for b, v in zip(blocks, values, strict=True)}
-
-
 def _named(p: ProbePoint, name: str) -> ProbePoint:
     return ProbePoint(name, p.module, p.kind, p.transform)
-
-
-def _cat(xs: list):
-    """Concatenate a list of inputs (tensors, dicts or tuples of tensors) along dim 0."""
-    first = xs[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(xs)
-    if isinstance(first, dict):
-        return {
-            k: torch.cat([x[k] for x in xs]) if isinstance(v, torch.Tensor) else v
-            for k, v in first.items()
-        }
-    if isinstance(first, (tuple, list)):
-        return type(first)(
-            torch.cat([x[i] for x in xs]) if isinstance(v, torch.Tensor) else v
-            for i, v in enumerate(first)
-        )
-    raise TypeError(f"cannot concatenate inputs of type {type(first).__name__}.")

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..runs import save_checkpoint, write_json
 from .discovery import Block
 
 __all__ = ["remove_blocks", "save_pruned", "load_pruned", "pruned_steps", "count_params"]
@@ -88,6 +89,17 @@ def _configs(model: nn.Module) -> list:
     return out
 
 
+def _own_configs(model: nn.Module) -> None:
+    """Give the model private copies of its config objects before they are edited: a HF
+    model keeps the config it was built from (``Model(cfg)``), which the caller may still use
+    for other models. One shared memo keeps sub-configs shared as they were."""
+    memo: dict = {}
+    for m in model.modules():
+        cfg = m.__dict__.get("config")
+        if cfg is not None and hasattr(cfg, "num_hidden_layers"):
+            m.config = copy.deepcopy(cfg, memo)
+
+
 def _update_hf(model: nn.Module, old_len: int, removed: list[int], kept: list[nn.Module]) -> None:
     """Keep HF bookkeeping consistent after removing ``removed`` (old indices) from a container
     that held ``old_len`` layers."""
@@ -111,8 +123,9 @@ def remove_blocks(
 ) -> nn.Module:
     """Return ``model`` without ``blocks`` (Block objects or module names of the model, e.g.
     from :func:`find_blocks`). A deep copy unless ``inplace``; removing nothing returns an
-    (unchanged) copy. Survivors of each container are reindexed; named children of a
-    Sequential keep their names."""
+    (unchanged) copy. In place, the model's HF config objects are replaced by edited copies,
+    never edited: the config the caller built the model from stays valid. Survivors of each
+    container are reindexed; named children of a Sequential keep their names."""
     names = _names(blocks)
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -122,6 +135,8 @@ def remove_blocks(
             if b.startswith(a + "."):
                 raise ValueError(f"cannot remove both {a!r} and its submodule {b!r}.")
     out = model if inplace else copy.deepcopy(model)
+    if inplace and names:
+        _own_configs(out)
     by_container: dict[str, tuple[nn.Module, list[str]]] = {}
     for n in names:
         cname, cont, key = _container_of(out, n)
@@ -162,8 +177,8 @@ def save_pruned(model: nn.Module, path: str | Path, base: dict | None = None) ->
         json.dumps(meta)
     except TypeError as e:
         raise TypeError(f"base must be JSON-serialisable: {e}") from e
-    torch.save(model.state_dict(), path / STATE_FILE)
-    (path / META_FILE).write_text(json.dumps(meta, indent=2))
+    save_checkpoint(path / STATE_FILE, model.state_dict())
+    write_json(path / META_FILE, meta)
     return path
 
 

@@ -1,0 +1,364 @@
+"""Models and data for ``cbundles prune``: model specs, image preprocessing, sentence files.
+
+Model specs (:func:`load_model`):
+- ``package.module:callable`` (``torchvision.models:resnet18``): the callable is called with
+  ``model_kwargs`` (fresh weights: nothing is fetched from a hub);
+- ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, **model_kwargs)``;
+- ``hf:PATH`` (or a directory with ``config.json``): a Hugging Face model saved with
+  ``save_pretrained``; the class named in ``config.architectures`` (else ``AutoModel``);
+- a run directory of this project (``arch.json`` + ``checkpoints/best.pt`` or ``last.pt``);
+- a directory written by ``save_pruned`` (``pruned.json`` records how to build its base);
+- a state-dict file (or a checkpoint with a "model"/"state_dict" entry) plus ``arch=`` one of
+  the specs above; loaded with ``weights_only=True``;
+- a file written by ``torch.save(model)`` (a pickled module: loading it runs code from the
+  file, so only with ``trust_pickle=True``);
+- a registered model name of this project (fresh weights).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .surgery import load_pruned, read_meta
+
+__all__ = [
+    "load_model",
+    "build_spec",
+    "ImagePrep",
+    "load_batches",
+    "read_sentences",
+    "text_batches",
+    "train_stream",
+    "split_sentences",
+    "require",
+]
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+# ------------------------------------------------------------------------------ models
+def require(module: str, extra: str = "vision"):
+    """Import an optional dependency, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(
+            f"{module} is not importable here ({e}); install it, e.g. "
+            f'pip install "conflicting-bundles[{extra}]" (see docs/prune.md).'
+        ) from e
+
+
+def _hf_model(path: str, map_location: str) -> nn.Module:
+    transformers = require("transformers")
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"hf:{path}: not a Hugging Face model directory ({e}).") from e
+    names = getattr(cfg, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names else None
+    cls = cls or transformers.AutoModel
+    model = cls.from_pretrained(path)
+    return model.to(map_location)
+
+
+def build_spec(spec: str, model_kwargs: dict | None = None, map_location: str = "cpu"):
+    """A fresh model from an import-path, ``timm:`` or ``hf:`` spec (see the module doc)."""
+    kw = dict(model_kwargs or {})
+    if spec.startswith("hf:"):
+        return _hf_model(spec[3:], map_location)
+    if spec.startswith("timm:"):
+        timm = require("timm")
+        try:
+            return timm.create_model(spec[5:], pretrained=False, **kw)
+        except RuntimeError as e:  # unknown model name
+            raise ValueError(f"{spec}: {e}") from e
+    mod_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"{spec!r} is not an import path of the form package.module:callable.")
+    mod = require(mod_name)
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise ValueError(f"{mod_name} has no callable {attr!r}.")
+    model = fn(**kw)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{spec}() returned a {type(model).__name__}, not an nn.Module.")
+    return model
+
+
+def _is_spec(spec: str) -> bool:
+    return spec.startswith(("hf:", "timm:")) or (
+        ":" in spec and not Path(spec).exists() and "/" not in spec.partition(":")[0]
+    )
+
+
+def _state_dict(obj) -> dict:
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+        if obj and all(torch.is_tensor(v) for v in obj.values()):
+            return obj
+    raise ValueError("the file holds no state dict (a dict of tensors, or one under 'model').")
+
+
+def _load_file(path: Path, arch: str | None, kw: dict, map_location: str, trust_pickle: bool):
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a pickled module (or garbage): weights_only refuses it
+        if not trust_pickle:
+            raise ValueError(
+                f"{path} is not a plain state dict ({type(e).__name__}); it may be a pickled "
+                "nn.Module, and loading one runs code stored in the file. Pass --trust-pickle "
+                "(trust_pickle=True) only for files you trust, or save a state dict and pass "
+                "--arch."
+            ) from e
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+        if isinstance(obj, nn.Module):
+            return obj.eval(), None
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not an nn.Module.") from e
+    if arch is None:
+        raise ValueError(
+            f"{path} holds a state dict (weights only): pass --arch (arch=) a model spec that "
+            "builds the architecture, e.g. torchvision.models:resnet18."
+        )
+    model = _from_spec_or_name(arch, kw, map_location)[0]
+    try:
+        model.load_state_dict(_state_dict(obj))
+    except RuntimeError as e:
+        raise ValueError(
+            f"{path}: the weights do not fit {arch} ({str(e).splitlines()[0]})."
+        ) from e
+    return model.eval(), {"spec": arch, "kwargs": kw}
+
+
+def _from_spec_or_name(spec: str, kw: dict, map_location: str):
+    if _is_spec(spec):
+        return build_spec(spec, kw, map_location), {"spec": spec, "kwargs": kw}
+    from ..models import create_model, list_models
+
+    if spec in list_models():
+        arch = {"name": spec, **kw}
+        return create_model(**arch), {"arch": arch}
+    raise ValueError(
+        f"{spec!r} is neither an existing path (run directory, pruned directory, model file), "
+        "an import path (package.module:callable), timm:NAME, hf:PATH, nor a registered model "
+        f"({', '.join(list_models())})."
+    )
+
+
+def _base_factory(base: dict, map_location: str) -> Callable[[], nn.Module]:
+    if base.get("arch"):
+        from ..models import create_model
+
+        return lambda: create_model(**base["arch"])
+    if base.get("spec"):
+        return lambda: build_spec(base["spec"], base.get("kwargs"), map_location)
+    raise ValueError("pruned.json has no base (arch or spec)")
+
+
+def load_model(
+    spec: str,
+    map_location: str = "cpu",
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    model_kwargs: dict | None = None,
+) -> tuple[nn.Module, dict | None]:
+    """(model in eval mode, base) for a model spec (see the module doc). ``base`` says how to
+    rebuild the unpruned architecture (``{"arch": ...}`` or ``{"spec": ..., "kwargs": ...}``),
+    recorded by :func:`save_pruned` so that the pruned directory is itself a spec."""
+    kw = dict(model_kwargs or {})
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "pruned.json").is_file():
+            base = read_meta(path).get("base") or {}
+            if not (base.get("arch") or base.get("spec")):
+                raise ValueError(
+                    f"{path} is a pruned model without a base in pruned.json: rebuild it in "
+                    "Python with load_pruned(factory, path)."
+                )
+            model = load_pruned(_base_factory(base, map_location), path, map_location)
+            return model.eval(), base
+        if (path / "config.json").is_file():
+            return _hf_model(str(path), map_location).eval(), {"spec": f"hf:{path}"}
+        if (path / "arch.json").is_file():
+            from ..models import create_model
+
+            arch_d = json.loads((path / "arch.json").read_text())
+            model = create_model(**arch_d)
+            ckpt = torch.load(_checkpoint(path), map_location=map_location, weights_only=True)
+            if not isinstance(ckpt, dict) or "model" not in ckpt:
+                raise ValueError(f"{_checkpoint(path)} has no 'model' entry (a state dict).")
+            model.load_state_dict(ckpt["model"])
+            return model.eval(), {"arch": arch_d}
+        raise ValueError(
+            f"{path} is a directory without arch.json (a run directory), pruned.json (a pruned "
+            "model) or config.json (a Hugging Face model); cannot load a model from it."
+        )
+    if path.is_file():
+        return _load_file(path, arch, kw, map_location, trust_pickle)
+    model, base = _from_spec_or_name(spec, kw, map_location)
+    return model.eval(), base
+
+
+def _checkpoint(run_dir: Path) -> Path:
+    for name in ("best.pt", "last.pt"):
+        p = run_dir / "checkpoints" / name
+        if p.is_file():
+            return p
+    raise FileNotFoundError(
+        f"{run_dir} has arch.json but no checkpoints/best.pt or checkpoints/last.pt: was the "
+        "run trained to its first checkpoint?"
+    )
+
+
+# ------------------------------------------------------------------------------ images
+@dataclass(frozen=True)
+class ImagePrep:
+    """Extra preprocessing of image batches (B, C, H, W) in [0, 1]-scaled dataset units.
+
+    size: (H, W) to resize to (bilinear), or None. channels: 1 or 3 (gray repeated / RGB
+    averaged), or None. normalize: "none", "imagenet" or "M1,M2,..:S1,S2,.." (per channel)."""
+
+    size: tuple[int, int] | None = None
+    channels: int | None = None
+    normalize: str = "none"
+
+    def stats(self, c: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.normalize == "none":
+            return None
+        if self.normalize == "imagenet":
+            mean, std = IMAGENET
+        else:
+            try:
+                m, s = self.normalize.split(":")
+                mean, std = [float(v) for v in m.split(",")], [float(v) for v in s.split(",")]
+            except ValueError:
+                raise ValueError(
+                    f"normalize={self.normalize!r}: use none, imagenet or M1,M2,..:S1,S2,.."
+                ) from None
+        if len(mean) == 1:
+            mean, std = list(mean) * c, list(std) * c
+        if len(mean) != c or len(std) != c:
+            raise ValueError(f"normalize={self.normalize!r} has not {c} channel values.")
+        return torch.tensor(mean).view(1, c, 1, 1), torch.tensor(std).view(1, c, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels is not None and x.shape[1] != self.channels:
+            if self.channels == 3 and x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            elif self.channels == 1:
+                x = x.mean(dim=1, keepdim=True)
+            else:
+                raise ValueError(f"cannot turn {x.shape[1]} channels into {self.channels}.")
+        if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        st = self.stats(x.shape[1])
+        if st is not None:
+            x = (x - st[0].to(x.device)) / st[1].to(x.device)
+        return x.contiguous()
+
+
+def load_batches(
+    dataset: str,
+    split: str,
+    batch_size: int,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    prep: ImagePrep | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """All (x, y) batches of a split, non-augmented, in dataset order (a list, re-iterable)."""
+    from ..data import iterate, load_dataset
+
+    ds = load_dataset(dataset, split=split, data_dir=data_dir, limit=limit)
+    it = iterate(ds, batch_size, shuffle=False, augment=False, seed=0, epoch=0)
+    return [(prep(x) if prep else x, y) for x, y in it]
+
+
+def train_stream(
+    dataset: str,
+    batch_size: int,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    seed=0,
+    prep: ImagePrep | None = None,
+):
+    """Endless shuffled, augmented training batches (epoch after epoch), for :func:`heal`."""
+    from ..data import iterate, load_dataset
+
+    ds = load_dataset(dataset, split="train", data_dir=data_dir, limit=limit)
+    epoch = 0
+    while True:
+        for x, y in iterate(ds, batch_size, shuffle=True, augment=True, seed=seed, epoch=epoch):
+            yield (prep(x) if prep else x), y
+        epoch += 1
+
+
+# ------------------------------------------------------------------------------ text
+def read_sentences(path: str | Path) -> tuple[list[str], list[str] | None]:
+    """(sentences, topics or None) of a text file: one sentence per line, optionally
+    ``topic<TAB>sentence``; blank lines and lines starting with # are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text file {path} not found.")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise ValueError(f"{path} has no sentences (one per line, optionally topic<TAB>text).")
+    tagged = [ln.split("\t", 1) for ln in lines]
+    if all(len(t) == 2 for t in tagged):
+        return [t[1].strip() for t in tagged], [t[0].strip() for t in tagged]
+    if any(len(t) == 2 for t in tagged):
+        raise ValueError(f"{path}: either every line is topic<TAB>sentence or none is.")
+    return lines, None
+
+
+def text_batches(
+    sentences: list[str],
+    topics: list[str] | None,
+    tokenizer,
+    batch_size: int = 32,
+    max_length: int = 64,
+    classes: list[str] | None = None,
+) -> list:
+    """Tokenised batches, each padded to its own longest sentence: (encoding, labels) with
+    labels the topic index in ``classes`` (sorted topics by default), or the encoding alone."""
+    classes = classes or (sorted(set(topics)) if topics else None)
+    out = []
+    for i in range(0, len(sentences), batch_size):
+        enc = tokenizer(
+            sentences[i : i + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        if topics is None:
+            out.append(enc)
+        else:
+            y = torch.tensor([classes.index(t) for t in topics[i : i + batch_size]])
+            out.append((enc, y))
+    return out
+
+
+def split_sentences(
+    sentences: list[str], topics: list[str] | None, eval_fraction: float = 0.25, seed: int = 0
+):
+    """A seeded shuffle split into (score part, evaluation part), each (sentences, topics)."""
+    idx = list(range(len(sentences)))
+    random.Random(seed).shuffle(idx)
+    n_eval = max(1, int(round(eval_fraction * len(idx)))) if len(idx) > 1 else 0
+    parts = []
+    for sel in (idx[n_eval:], idx[:n_eval]):
+        parts.append(
+            ([sentences[i] for i in sel], None if topics is None else [topics[i] for i in sel])
+        )
+    return parts[0], parts[1]

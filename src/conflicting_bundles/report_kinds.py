@@ -1,0 +1,391 @@
+"""What goes into report.html for each kind of run directory: the headline (what was run and the
+answer), which plots (drawing the missing ones from the CSVs), which tables, and the raw JSON.
+
+Reads files only. A kind is recognised by its summary file (autotune.json, lesion_summary.json,
+grid_summary.json, sweep.json, prune.json, compare.csv, summary.json/metrics.csv of a training
+run); anything else found is still shown, after the known files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .report import fmt, plot_curves
+from .runs import read_csv
+
+__all__ = ["RunReport", "describe_run", "detect_kind", "pct", "short_count"]
+
+_MAX_RAW_BYTES = 400_000  # JSON files larger than this are left out of the raw section
+_SKIP_JSON = ("autotune_state.json", "lesion_cache.json", "steps.json")
+
+
+@dataclass
+class RunReport:
+    """Everything build_report renders, in order: headline, plots, tables, raw."""
+
+    kind: str
+    title: str
+    headline: str
+    plots: list[Path] = field(default_factory=list)
+    tables: list[tuple[str, list[dict]]] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- formatting
+def pct(value, percent: bool = False) -> str:
+    """An accuracy as "65.5%": ``value`` is a fraction unless ``percent`` (a *_pct field)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return "n/a"
+    return f"{value if percent else 100 * value:.1f}%"
+
+
+def short_count(n) -> str:
+    """84211 -> "84k", 1_200_000 -> "1.2M"."""
+    if not isinstance(n, (int, float)):
+        return "n/a"
+    if abs(n) >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if abs(n) >= 1e4:
+        return f"{n / 1e3:.0f}k"
+    if abs(n) >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return str(int(n))
+
+
+def _duration(s) -> str:
+    if not isinstance(s, (int, float)):
+        return "n/a"
+    if s < 120:
+        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _acc(d: dict, key: str) -> str:
+    """d[key + '_pct'] (percent) or d[key] (fraction), formatted."""
+    if d.get(f"{key}_pct") is not None:
+        return pct(d[f"{key}_pct"], percent=True)
+    return pct(d.get(key))
+
+
+def _num(v) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def _plural(n, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _json(p: Path) -> dict:
+    try:
+        obj = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {"value": obj}
+
+
+def _model_text(arch: dict) -> str:
+    name = arch.get("name", "?")
+    if "blocks" in arch:
+        return f"{name} {arch['blocks']} ({sum(arch['blocks'])} blocks)"
+    if "depth" in arch:
+        return f"{name} (width {arch.get('width')}, depth {arch.get('depth')})"
+    return str(name)
+
+
+# ------------------------------------------------------------------------------------ kinds
+def _train(d: Path) -> tuple[str, list[Path]]:
+    s, cfg = _json(d / "summary.json"), _json(d / "config.json")
+    arch = _json(d / "arch.json")
+    model = _model_text(arch) if arch else str(s.get("model", cfg.get("model", "?")))
+    dataset = s.get("dataset", cfg.get("dataset", "?"))
+    what = (
+        f"Run: train {model} on {dataset}, {s.get('epochs', cfg.get('epochs', '?'))} epochs, "
+        f"criterion {s.get('criterion', cfg.get('criterion', 'reference'))}"
+        + (f", optimizer {cfg['optimizer']}" if cfg.get("optimizer") else "")
+        + "."
+    )
+    if not s:
+        answer = "No summary.json yet: the run has not finished (the tables show the epochs done)."
+    else:
+        status = s.get("status", "completed")
+        answer = (
+            f"{_acc(s, 'test_acc')} test accuracy (best {_acc(s, 'best_test_acc')} at epoch "
+            f"{s.get('best_epoch', '?')}), {short_count(s.get('params'))} parameters; "
+            f"{s.get('epochs_completed', '?')} epochs in "
+            f"{_duration(s.get('wall_time', s.get('train_time')))}"
+            + ("" if status == "completed" else f" (status: {status})")
+            + "."
+        )
+        if s.get("bundle_layer") is not None:
+            answer += (
+                f"\nBundles at {s['bundle_layer']} at the end: {s.get('num_bundles_final')} "
+                f"bundles, entropy {fmt(s.get('bundle_entropy_final'))} "
+                f"(at initialisation {s.get('num_bundles_init')}, "
+                f"{fmt(s.get('bundle_entropy_init'))})."
+            )
+    return f"{what}\n{answer}", _train_plots(d)
+
+
+def _train_plots(d: Path) -> list[Path]:
+    """accuracy.png and bundles.png from metrics.csv (drawn when absent or older)."""
+    m = d / "metrics.csv"
+    if not m.is_file():
+        return []
+    rows = read_csv(m)
+    out = []
+    epochs = [r.get("epoch") for r in rows]
+
+    def draw(name: str, cols: list[str], ylabel: str, title: str) -> None:
+        p = d / name
+        series = {
+            c: (epochs, [r.get(c) if isinstance(r.get(c), (int, float)) else None for r in rows])
+            for c in cols
+            if any(isinstance(r.get(c), (int, float)) for r in rows)
+        }
+        if not series:
+            return
+        if not p.is_file() or p.stat().st_mtime < m.stat().st_mtime:
+            plot_curves(series, p, xlabel="epoch", ylabel=ylabel, title=title)
+        out.append(p)
+
+    accs = [c for c in (rows[0] if rows else {}) if c.endswith("_acc") or c.endswith("_acc_pct")]
+    draw("accuracy.png", accs, "accuracy", "Accuracy per epoch")
+    draw("bundles.png", ["num_bundles", "bundle_entropy"], "value", "Bundles (last probe point)")
+    return out
+
+
+def _autotune(d: Path) -> tuple[str, list[Path]]:
+    s = _json(d / "autotune.json")
+    cfg = s.get("config", {})
+    train = cfg.get("train", {})
+    start, final = s.get("start_blocks"), s.get("final_blocks")
+    cost = s.get("cost", {})
+    c0, c1 = cost.get("start", {}), cost.get("final", {})
+    what = (
+        f"Run: autotune {train.get('model', '?')} on {train.get('dataset', '?')} "
+        f"(variant {s.get('variant')}, restart {s.get('restart')}, criterion "
+        f"{s.get('criterion')}, {train.get('epochs', '?')}-epoch budget)."
+    )
+
+    def n(b):
+        return sum(b) if isinstance(b, list) else b
+
+    stages = f" ({start} -> {final})" if isinstance(start, list) else ""
+    answer = (
+        f"{n(start)} -> {n(final)} blocks{stages}, "
+        f"{short_count(c0.get('params'))} -> {short_count(c1.get('params'))} parameters, "
+        f"{_acc(s, 'test_acc')} test accuracy"
+    )
+    b0, b1 = c0.get("latency_ms_b64"), c1.get("latency_ms_b64")
+    if isinstance(b0, (int, float)) and isinstance(b1, (int, float)) and b1 > 0:
+        answer += f", {b0 / b1:.1f}x faster at batch 64 ({b0:.3g} -> {b1:.3g} ms)"
+    answer += (
+        f"; {_plural(s.get('num_prunes'), 'prune')}, {_plural(s.get('total_epochs'), 'epoch')} in "
+        f"{_duration(s.get('wall_time_s'))}."
+    )
+    plots = [d / f for f in ("depth.png", "accuracy.png", "prune_entropy.png")]
+    return f"{what}\n{answer}", plots
+
+
+def _lesion(d: Path) -> tuple[str, list[Path]]:
+    s = _json(d / "lesion_summary.json")
+    crit = s.get("primary_criterion", "reference")
+    c = s.get("by_criterion", {}).get(crit, {})
+    model = s.get("model", {})
+    what = (
+        f"Run: lesion study of {s.get('run_dir', '?')} ({_model_text(model) if model else '?'} "
+        f"on {s.get('dataset', '?')}), {s.get('num_test_samples', '?')} test samples, tolerance "
+        f"{fmt(s.get('tolerance_pts'))} pts."
+    )
+    harm = c.get("single_harm_pts_mean", {})
+    rem = s.get("removable_all_blocks", {})
+    answer = (
+        f"The {crit} criterion flags {c.get('num_flagged', '?')} of {s.get('num_blocks', '?')} "
+        f"blocks. Base {_acc(s, 'base_test_acc')} test accuracy; {rem.get('k', '?')} random "
+        f"blocks can go without losing more than {fmt(s.get('tolerance_pts'))} pts."
+    )
+    answer += (
+        "\nMean harm of removing one block (accuracy pts): "
+        + ", ".join(f"{g} {_num(harm.get(g))}" for g in harm)
+        + "."
+    )
+    if c.get("note"):
+        answer += f"\nNote: {c['note']}"
+    others = {k: v.get("num_flagged") for k, v in s.get("by_criterion", {}).items() if k != crit}
+    if others:
+        answer += "\nOther criteria (named options) flag: " + ", ".join(
+            f"{k}: {v} blocks" for k, v in others.items()
+        )
+    plots = [d / "lesion.png", d / "lesion_single.png"]
+    return f"{what}\n{answer}", plots
+
+
+def _grid(d: Path) -> tuple[str, list[Path]]:
+    s = _json(d / "grid_summary.json")
+    cfg = s.get("config", {})
+    best = s.get("best") or {}
+    what = (
+        f"Run: width x depth grid of FNNs on {cfg.get('dataset', '?')}, widths "
+        f"{cfg.get('widths')} x depths {cfg.get('depths')}, {cfg.get('epochs', '?')} epochs "
+        f"each, criterion {cfg.get('criterion', 'reference')}."
+    )
+    answer = (
+        f"{s.get('num_conflicting', '?')} of {s.get('num_finished', '?')} nets end with "
+        f"conflicting bundles (last hidden layer); mean test accuracy "
+        f"{pct(s.get('mean_test_acc_pct_conflicting'), percent=True)} with vs "
+        f"{pct(s.get('mean_test_acc_pct_not_conflicting'), percent=True)} without. Best net: "
+        f"width "
+        f"{best.get('width')}, depth {best.get('depth')}, {_acc(best, 'test_acc')}."
+    )
+    first = s.get("first_conflicting_depth_by_width")
+    if first:
+        answer += "\nFirst conflicting depth by width: " + ", ".join(
+            f"{w}: {'none' if v is None else v}" for w, v in first.items()
+        )
+    if s.get("errors"):
+        answer += f"\n{len(s['errors'])} cells failed (see raw JSON)."
+    return f"{what}\n{answer}", [d / "grid.png"]
+
+
+def _sweep(d: Path) -> tuple[str, list[Path]]:
+    s = _json(d / "sweep.json")
+    spec = s.get("spec", {})
+    rows = read_csv(d / "results.csv") if (d / "results.csv").is_file() else []
+    done = sum(r.get("status") == "completed" for r in rows)
+    what = (
+        f"Run: sweep of {len(s.get('trials', rows))} {spec.get('kind', '?')} trials over "
+        f"{', '.join(spec.get('grid', {})) or '?'}."
+    )
+    answer = f"{done} of {len(rows)} trials completed"
+    bad = [r for r in rows if r.get("status") in ("failed", "error")]
+    answer += f", {len(bad)} failed." if bad else "."
+    groups = s.get("summary") or []
+    if groups:
+        metric = next((k for k in groups[0] if k.endswith("_std")), "")[: -len("_std")]
+        if metric:
+            answer += "\n" + "; ".join(
+                ", ".join(
+                    f"{k} {g[k]}"
+                    for k in g
+                    if k not in ("trials", "completed")
+                    and not k.endswith("_std")
+                    and f"{k}_std" not in g
+                )
+                + f": {metric} {fmt(g.get(metric))} ± {fmt(g.get(metric + '_std'))}"
+                for g in groups[:6]
+            )
+    return f"{what}\n{answer}", [d / "sweep.png"]
+
+
+def _prune(d: Path) -> tuple[str, list[Path]]:
+    s = _json(d / "prune.json")
+    lines = []
+    if s:
+        removed = s.get("removed", [])
+        blocks = s.get("blocks", [])
+        lines.append(
+            f"Run: prune with scorer {s.get('scorer', '?')}: remove {len(removed)} of "
+            f"{len(blocks)} blocks."
+        )
+        t0, t1 = s.get("forward_seconds_before"), s.get("forward_seconds_after")
+        speed = (
+            f", {t0 / t1:.1f}x faster forward"
+            if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and t1 > 0
+            else ""
+        )
+        lines.append(
+            f"{len(blocks)} -> {len(blocks) - len(removed)} blocks, "
+            f"{short_count(s.get('params_before'))} -> {short_count(s.get('params_after'))} "
+            f"parameters, accuracy {_acc(s, 'accuracy_before')} -> {_acc(s, 'accuracy_after')}"
+            f"{speed}; removed {', '.join(map(str, removed)) or 'nothing'}."
+        )
+    elif (d / "compare.csv").is_file():
+        rows = read_csv(d / "compare.csv")
+        by: dict[tuple[str, int], list[float]] = {}
+        for r in rows:
+            if isinstance(r.get("accuracy"), (int, float)) and isinstance(r.get("k"), int):
+                by.setdefault((str(r.get("scorer")), r["k"]), []).append(r["accuracy"])
+        mean = {key: sum(v) / len(v) for key, v in by.items()}
+        base = next((v for (sc, k), v in mean.items() if k == 0), None)
+        scorers = list(dict.fromkeys(sc for sc, k in mean if k > 0))
+        if base is not None:
+            within = {
+                sc: max([k for (s2, k), v in mean.items() if s2 == sc and v >= base - 0.01] + [0])
+                for sc in scorers
+            }
+            lines.append(
+                f"Unpruned {pct(base)} test accuracy. Blocks removable with at most 1 pt loss: "
+                + ", ".join(f"{sc} {k}" for sc, k in within.items())
+                + "."
+            )
+        kmax = max((k for _, k in mean), default=0)
+        lines.insert(
+            0, f"Run: comparison of {len(scorers)} prune scorers, 0 to {kmax} blocks removed."
+        )
+        kmid = kmax // 2
+        if kmid:
+            lines.append(
+                f"Test accuracy after removing {kmid} blocks: "
+                + ", ".join(f"{sc} {pct(mean[(sc, kmid)])}" for sc in scorers if (sc, kmid) in mean)
+                + " (random: mean over its repeats)."
+            )
+    return "\n".join(lines), [d / "compare.png"]
+
+
+_KINDS: dict[str, tuple[str, Callable[[Path], tuple[str, list[Path]]]]] = {
+    "autotune": ("autotune.json", _autotune),
+    "lesion": ("lesion_summary.json", _lesion),
+    "grid": ("grid_summary.json", _grid),
+    "sweep": ("sweep.json", _sweep),
+    "prune": ("prune.json", _prune),
+    "prune-compare": ("compare.csv", _prune),
+    "train": ("metrics.csv", _train),
+}
+# Tables per kind, in order (others found follow); long per-row files last.
+_TABLES = {
+    "train": ("measure.csv", "metrics.csv", "layers.csv"),
+    "autotune": ("steps.csv", "prune_entropies.csv"),
+    "lesion": ("lesion_curves.csv", "lesion_blocks.csv", "lesion_corr.csv", "train_metrics.csv"),
+    "grid": ("grid.csv",),
+    "sweep": ("results.csv",),
+    "prune": ("compare.csv",),
+    "prune-compare": ("compare.csv",),
+}
+
+
+def detect_kind(d: Path) -> str:
+    """The kind of run directory ``d`` ("train", "autotune", ...; "files" when unknown)."""
+    for kind, (marker, _) in _KINDS.items():
+        if (d / marker).is_file():
+            return kind
+    return "train" if (d / "summary.json").is_file() else "files"
+
+
+def describe_run(d: Path) -> RunReport:
+    """The report of run directory ``d``: headline, plots, tables and raw JSON from its files."""
+    kind = detect_kind(d)
+    headline, plots = "", []
+    if kind in _KINDS:
+        try:
+            headline, plots = _KINDS[kind][1](d)
+        except Exception as exc:  # a malformed summary must not cost the whole report
+            headline = f"Run: {kind} in {d}.\n(no headline: {type(exc).__name__}: {exc})"
+    plots = [p for p in plots if p.is_file()]
+    plots += [p for p in sorted(d.glob("*.png")) if p not in plots]
+    names = list(_TABLES.get(kind, ()))
+    names += [p.name for p in sorted(d.glob("*.csv")) if p.name not in names]
+    tables = [(n, read_csv(d / n)) for n in names if (d / n).is_file()]
+    raw = {
+        p.name: _json(p)
+        for p in sorted(d.glob("*.json"))
+        if p.name not in _SKIP_JSON and p.stat().st_size <= _MAX_RAW_BYTES
+    }
+    if not headline:
+        headline = f"Run: files in {d} (no known summary file found)."
+    return RunReport(kind, f"conflicting-bundles {kind}: {d.name}", headline, plots, tables, raw)

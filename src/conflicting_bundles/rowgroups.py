@@ -1,0 +1,249 @@
+"""Exact grouping of equal rows (METHOD.md §2): 64-bit row hashes, verified exactly.
+
+Imports torch only. :func:`group_rows` partitions the rows of ``transform(a)`` by exact
+equality (-0.0 == 0.0) in two stages:
+
+1. *Raw stage*, on the bits of ``a`` (no transform): a 64-bit hash of the first 16 columns
+   splits the rows into candidate groups; rows alone in their group are settled (a different
+   hash proves a different row). Every other row is then compared bit for bit with its group's
+   first row over all columns, in cache-sized row chunks (one XOR + count per element). Groups
+   with a mismatch are re-split by a hash of the whole row and verified again; only if the
+   whole-row hash collides too (probability ~2^-60 per pair) do their rows fall back to the
+   sort-based column-block refinement (:func:`refine_sorted`).
+2. *Transform stage*: an element-wise transform maps bitwise-equal rows to equal rows, so only
+   one representative row per raw group is transformed (and -0.0 made +0.0) and grouped the
+   same way; the raw groups are merged accordingly.
+
+Hashes only ever propose groups; every group the result contains has been checked element by
+element, so the partition is exact whatever the hash does. All-distinct data costs one
+16-column block; duplicated data about three memory passes over the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["first_appearance_ids", "group_rows", "group_rows_exact", "refine_sorted", "row_hash"]
+
+#: Largest block (bytes) materialised at once by the fallback refinement.
+CHUNK_BYTES = 64 * 2**20
+#: Row-chunk size (bytes of float32 input) for hashing and verification: fits in L2/L3.
+VERIFY_BYTES = 2 * 2**20
+#: Columns hashed to propose the first groups.
+PREFIX = 16
+
+# load(rows, c0, c1, out=None) -> (len(rows), c1 - c0) int32 bits of those rows and columns;
+# when rows is a tensor, a new tensor (or ``out``, a buffer it may fill to avoid page faults).
+Loader = Callable[..., torch.Tensor]
+_MULTIPLIERS: dict[tuple[str, int], torch.Tensor] = {}
+
+
+def first_appearance_ids(inverse: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Renumber group ids (N,) in [0, G) so that groups are numbered in order of their first
+    sample."""
+    n = inverse.numel()
+    first = torch.full((num_groups,), n, dtype=torch.int64, device=inverse.device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
+    order = torch.argsort(first)  # group ids sorted by first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(num_groups, device=inverse.device)
+    return rank[inverse]
+
+
+def _multipliers(d: int, device: torch.device) -> torch.Tensor:
+    """(d,) int64 odd multipliers, the same for every call (fixed seed) on every device."""
+    key = (str(device), d)
+    if key not in _MULTIPLIERS:
+        g = torch.Generator().manual_seed(0x5EED_B0D1E5)
+        r = torch.randint(-(2**62), 2**62, (d,), generator=g, dtype=torch.int64) * 2 + 1
+        _MULTIPLIERS[key] = r.to(device)
+    return _MULTIPLIERS[key]
+
+
+def row_hash(bits: torch.Tensor, col0: int = 0) -> torch.Tensor:
+    """64-bit hash of each row of ``bits`` ((m, w) int32, columns col0..col0+w of the full
+    rows): sum_j bits_j * r_j (mod 2^64) with fixed odd multipliers r. Linear, so hashes of
+    column blocks add up to the hash of the whole row. Returns (m,) int64."""
+    r = _multipliers(col0 + bits.shape[1], bits.device)[col0:]
+    return (bits.to(torch.int64) * r).sum(dim=1)
+
+
+def _widens(t: torch.Tensor) -> bool:
+    """Whether ``t`` ((m, w) int32) can be read as (m, w/2) int64 words."""
+    return t.is_contiguous() and t.shape[1] % 2 == 0 and (t.stride(0) | t.storage_offset()) % 2 == 0
+
+
+def _differ(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Number of differing words of x and y ((m, w) int32), as a 0-d tensor. Overwrites y
+    (a fresh copy): an in-place XOR keeps the work in cache."""
+    if _widens(x) and _widens(y):  # the same bits as int64 words: half the XORs
+        x, y = x.view(torch.int64), y.view(torch.int64)
+    return torch.count_nonzero(y.bitwise_xor_(x))
+
+
+def _chunks(m: int, d: int, block_bytes: int) -> tuple[int, int]:
+    """(rows, columns) per chunk so that one int32 chunk stays within the verify budget."""
+    budget = max(4, min(VERIFY_BYTES, block_bytes)) // 4  # elements
+    cols = min(d, budget)
+    return max(1, min(m, budget // cols)), cols
+
+
+def _hash_rows(load: Loader, idx: torch.Tensor | slice, m: int, d: int, bb: int) -> torch.Tensor:
+    """Whole-row hash (m,) of the rows ``idx``, chunk by chunk."""
+    cr, cc = _chunks(m, d, bb)
+    out = []
+    for r0 in range(0, m, cr):
+        sub = idx[r0 : r0 + cr]
+        h = None
+        for c0 in range(0, d, cc):
+            part = row_hash(load(sub, c0, min(d, c0 + cc)), c0)
+            h = part if h is None else h + part
+        out.append(h)
+    return torch.cat(out)
+
+
+def _take(rows: torch.Tensor | slice, r0: int, r1: int) -> torch.Tensor | slice:
+    return slice(r0, r1) if isinstance(rows, slice) else rows[r0:r1]
+
+
+def _mismatch(load: Loader, rows: torch.Tensor | slice, reps: torch.Tensor, d: int, bb: int):
+    """(p,) bool: row rows[i] differs (bitwise) from row reps[i] somewhere (rows: the index
+    tensor, or ``slice(0, p)`` for all rows in order)."""
+    p = reps.numel()
+    cr, cc = _chunks(p, d, bb)
+    buf = torch.empty(cr, cc, dtype=torch.int32, device=reps.device) if cc == d else None
+    counts, spans = [], []
+    for r0 in range(0, p, cr):
+        for c0 in range(0, d, cc):
+            c1 = min(d, c0 + cc)
+            x = load(_take(rows, r0, r0 + cr), c0, c1)
+            r = reps[r0 : r0 + cr]
+            y = load(r, c0, c1, out=None if buf is None else buf[: r.numel()])
+            counts.append(_differ(x, y))
+            spans.append((r0, c0, c1))
+    bad = torch.zeros(p, dtype=torch.bool, device=reps.device)
+    for (r0, c0, c1), k in zip(spans, torch.stack(counts).tolist()):  # one device sync
+        if k:
+            x = load(_take(rows, r0, r0 + cr), c0, c1)
+            y = load(reps[r0 : r0 + cr], c0, c1)
+            bad[r0 : r0 + cr] |= (x != y).any(dim=1)
+    return bad
+
+
+def _split(gid: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refine groups ``gid`` (m,) by hashes ``h`` (m,): (new ids (m,) in [0, k), counts (k,))."""
+    _, ih = torch.unique(h, return_inverse=True)
+    key = gid * (int(ih.max()) + 1) + ih  # exact pair encoding, no collision
+    _, inv, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    return inv, counts
+
+
+def refine_sorted(load: Loader, rows: torch.Tensor, d: int, block_bytes: int) -> torch.Tensor:
+    """Exact grouping of the rows ``rows`` by column-block refinement with sorts (the fallback
+    after a hash collision): each round reads the next block (16, 64, 256, ... columns) of the
+    rows still sharing a group and splits groups by ``torch.unique(dim=0)`` of (group, bits).
+    Returns (len(rows),) int64 ids (not renumbered)."""
+    m = rows.numel()
+    gid = torch.zeros(m, dtype=torch.int64, device=rows.device)
+    active = torch.arange(m, device=rows.device)
+    col, width, num = 0, 16, 1
+    while col < d and active.numel():
+        w = min(width, d - col, max(1, block_bytes // (8 * active.numel())))
+        bits = load(rows[active], col, col + w)  # (n_active, w) int32
+        key = torch.cat([gid[active, None], bits.to(torch.int64)], dim=1)
+        _, inv = torch.unique(key, dim=0, return_inverse=True)
+        counts = torch.bincount(inv)
+        gid[active] = num + inv
+        num += counts.numel()
+        active = active[counts[inv] > 1]
+        col += w
+        width *= 4
+    return gid
+
+
+def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.Tensor, int]:
+    """Exact partition of m rows of d int32 columns read through ``load``.
+    Returns (ids (m,) numbered by first appearance, number of groups)."""
+    w0 = min(PREFIX, d)
+    step = max(1, min(VERIFY_BYTES, bb) // (8 * w0))
+    h = torch.cat([row_hash(load(slice(s, s + step), 0, w0)) for s in range(0, m, step)])
+    gid, counts = _split(torch.zeros(m, dtype=torch.int64, device=device), h)
+    num = counts.numel()
+    pending = torch.nonzero(counts[gid] > 1).flatten()  # rows that share a proposed group
+    rounds = 0
+    while pending.numel():
+        first = torch.full((num,), m, dtype=torch.int64, device=device)
+        first.scatter_reduce_(0, gid[pending], pending, reduce="amin")
+        rows = slice(0, m) if pending.numel() == m else pending  # all rows: plain views
+        bad = _mismatch(load, rows, first[gid[pending]], d, bb)
+        if not bool(bad.any()):
+            break
+        dirty = torch.unique(gid[pending[bad]])
+        members = pending[torch.isin(gid[pending], dirty)]
+        if rounds == 0:  # the prefix hash was not enough: hash whole rows
+            sub, cnt = _split(gid[members], _hash_rows(load, members, members.numel(), d, bb))
+        else:  # the whole-row hash collided: exact sort-based refinement
+            sub = refine_sorted(load, members, d, bb)
+            _, sub, cnt = torch.unique(sub, return_inverse=True, return_counts=True)
+        gid[members] = num + sub
+        num += cnt.numel()
+        pending = members[cnt[sub] > 1] if rounds == 0 else members[:0]
+        rounds += 1
+    _, gid = torch.unique(gid, return_inverse=True)
+    g = int(gid.max()) + 1
+    return first_appearance_ids(gid, g), g
+
+
+def group_rows_exact(
+    a: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    max_block_bytes: int = CHUNK_BYTES,
+) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """:func:`group_rows` that also returns ``reps`` (R,) int64: rows such that every row of
+    ``a`` is bitwise equal to one of them (so, e.g., ``a`` is finite iff ``a[reps]`` is)."""
+    n, d = a.shape
+    dev = a.device
+    if n == 1 or d == 0:
+        zero = torch.zeros(n, dtype=torch.int64, device=dev)
+        return zero, 1, zero[:1]
+    raw = a.view(torch.int32) if a.dtype == torch.float32 else a.to(torch.float32).view(torch.int32)
+
+    def load_raw(idx, c0: int, c1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(idx, slice):
+            return raw[idx, c0:c1]
+        if (c0, c1) == (0, d):
+            return raw.index_select(0, idx) if out is None else torch.index_select(raw, 0, idx, out=out)
+        return raw[idx, c0:c1]
+
+    raw_ids, g_raw = _exact_groups(load_raw, n, d, max_block_bytes, dev)
+    reps = torch.full((g_raw,), n, dtype=torch.int64, device=dev)
+    reps.scatter_reduce_(0, raw_ids, torch.arange(n, device=dev), reduce="amin")  # increasing
+
+    def load_t(idx, c0: int, c1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        if g_raw < n:  # representative i is row reps[i] of a: no copy of the rows
+            idx = reps[idx]
+        blk = a[idx, c0:c1]
+        if transform is not None:
+            blk = transform(blk).to(torch.float32)
+        return (blk + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
+
+    ids_t, g = _exact_groups(load_t, g_raw, d, max_block_bytes, dev)
+    return ids_t[raw_ids], g, reps
+
+
+def group_rows(
+    a: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    max_block_bytes: int = CHUNK_BYTES,
+) -> tuple[torch.Tensor, int]:
+    """Partition the rows of ``transform(a)`` ((N, D) float32) by exact equality (-0.0 == 0.0).
+
+    ``transform`` is element-wise (applied to column blocks of representative rows only).
+    Extra memory: O(N) ids plus cache-sized chunks (the fallback: one block of at most
+    ``max_block_bytes``). Returns (ids (N,) int64 numbered by first
+    appearance, number of groups). Exact: see the module docstring.
+    """
+    ids, g, _ = group_rows_exact(a, transform, max_block_bytes)
+    return ids, g

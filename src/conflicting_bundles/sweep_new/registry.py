@@ -1,0 +1,64 @@
+"""Trials and the registry of trial kinds (train, grid-cell, autotune, lesion, or your own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["KINDS", "Trial", "TrialKind", "get_kind", "kind_names", "register_kind"]
+
+
+@dataclass
+class Trial:
+    """One run of the sweep: its grid values, its resolved config, its run directory."""
+
+    name: str
+    params: dict
+    config: dict
+    dir: str
+
+
+@dataclass(frozen=True)
+class TrialKind:
+    """How to build, run and read one kind of trial. ``build(spec, params)`` returns the
+    trial's validated config; ``run`` resumes what an earlier attempt left in ``trial.dir``;
+    ``row`` reads the result from the files (its ``status`` is the trial's real outcome);
+    ``metrics`` are summarised over seeds, the first is plotted (by ``plot(spec, rows,
+    summary, out)`` when the kind has its own plot)."""
+
+    name: str
+    final_file: str
+    build: Callable[[Any, dict], dict]
+    run: Callable[[Trial], None]
+    row: Callable[[Trial], dict]
+    metrics: tuple[str, ...] = ()
+    plot: Callable[..., None] | None = None
+
+    def finished(self, trial: Trial) -> bool:
+        return (Path(trial.dir) / self.final_file).is_file()
+
+
+KINDS: dict[str, TrialKind] = {}
+
+
+def register_kind(kind: TrialKind, *, replace: bool = False) -> TrialKind:
+    """Add a kind of trial (``kind.run``/``row`` must be picklable for Ray). A name that is
+    already registered is an error unless ``replace``."""
+    if kind.name in KINDS and not replace:
+        raise ValueError(
+            f"a sweep kind {kind.name!r} is already registered; pass replace=True to replace it."
+        )
+    KINDS[kind.name] = kind
+    return kind
+
+
+def kind_names() -> list[str]:
+    return list(KINDS)
+
+
+def get_kind(name: str) -> TrialKind:
+    if name not in KINDS:
+        raise ValueError(f"unknown sweep kind {name!r}; one of {', '.join(KINDS)}.")
+    return KINDS[name]

@@ -1,0 +1,86 @@
+"""measure_run: bundle metrics of every layer of a trained run's model, as training measures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import runs
+from ..data import iterate, load_dataset
+from ..metric import Criterion, conflict_margin
+from ..probes import Probe, measure, resolve_points
+from .components import resolve_device, split_validation, w_max
+from .config import TrainConfig
+
+
+def measure_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "last",
+    all_layers: bool = True,
+    n_samples: int = 512,
+    criterion: str | None = None,
+    kind: str | None = None,
+    margin: bool = True,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    write: bool = True,
+) -> list[dict]:
+    """Measure a trained run's model (arch.json + checkpoint) the way training does: the first
+    ``n_samples`` non-augmented training samples (outside its validation split), the run's lr
+    and batch size, the model's w_max. One dict per probe point (layer, num_bundles, entropy,
+    conflicting, margin, ...); ``margin`` = metric.conflict_margin (smallest max-norm distance
+    between differently labelled samples over the resolution q). Writes measure.csv into the
+    run unless ``write=False`` (an OSError then comes after the rows are computed: callers that
+    must not lose them pass write=False and write with runs.write_csv themselves)."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_dict(runs.load_config(run_dir))
+    dev = resolve_device(device)
+    model, ckpt = runs.load_model(run_dir, checkpoint, map_location=dev)
+    crit = Criterion.parse(criterion or cfg.criterion)
+    ds = load_dataset(cfg.dataset, "train", data_dir or cfg.data_dir, limit=cfg.train_limit)
+    ds, _ = split_validation(ds, cfg.val_split, cfg.val_seed)  # as training measured
+    x, y = next(iterate(ds, n_samples, shuffle=False, augment=False, device=dev))  # (N, ...)
+    points = resolve_points(model, None, kind if kind is not None else cfg.measure_kind)
+    points = points if all_layers else points[-1:]
+    w = w_max(model)
+    results = measure(
+        model,
+        [(x, y)],
+        points,
+        n_samples=len(y),
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        criterion=crit,
+        num_classes=ds.num_classes,
+        w_max=w,
+    )
+    margins: dict[str, float] = {}
+    if margin:
+        # One more forward; each activation is reduced to its margin at once, so memory stays
+        # at one layer's activations however deep the model is.
+        def on_act(name: str, a: torch.Tensor) -> None:
+            margins[name] = conflict_margin(a, y, w_max=w, lr=cfg.lr, batch_size=cfg.batch_size)
+
+        with torch.no_grad(), Probe(model, points, on_activation=on_act):
+            model(x)
+    rows = [
+        {
+            "checkpoint": checkpoint,
+            "epoch": int(ckpt["epoch"]),
+            "layer": r.name,
+            "num_bundles": r.num_bundles,
+            "entropy": r.entropy,
+            "conflicting": r.conflicting,
+            "margin": margins.get(r.name),
+            "num_samples": r.num_samples,
+            "dim": r.dim,
+            "criterion": crit.name,
+            "w_max": w,
+        }
+        for r in results
+    ]
+    if write:
+        runs.write_csv(run_dir / runs.MEASURE_CSV, rows)
+    return rows
