@@ -4,18 +4,26 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch is pinned and installed before the package: a loose range would pull a multi-GB CUDA
 # build where only the CPU wheel is local. Override with `make TORCH=torch==X.Y.Z`.
+# TORCH may name several pinned packages (e.g. the torch + torchvision pair).
 TORCH  ?= torch==2.13.0
 EXTRAS ?= dev,dist,prune
-STAMP  := $(VENV)/.installed-$(subst ==,-,$(TORCH))
+empty  :=
+space  := $(empty) $(empty)
+STAMP  := $(VENV)/.installed-$(subst $(space),_,$(subst ==,-,$(TORCH)))
+# The second stack for real torchvision/timm models (torchvision does not import beside the
+# 2.13.0 CPU wheel): `make test-real`, or by hand
+#   make VENV=.venv-vision TORCH="torch==2.14.1 torchvision==0.29.1" EXTRAS=dev,prune,vision setup
+VISION_VENV  ?= .venv-vision
+VISION_TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test lint format bench clean test-real setup-real pytest-real
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
-	touch $@
+	touch "$@"
 
 setup: $(STAMP)
 
@@ -25,8 +33,18 @@ run: setup
 		--methods autotune,autotune-calibrated,fixed --epochs 5 --check-epochs 2 \
 		--val-split 5000 --out runs/main
 
+# Tests marked `real` need torchvision/timm: they run in the second environment (test-real).
 test: setup lint
-	$(BIN)/python -m pytest -p no:cacheprovider tests
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not real" tests
+
+setup-real:
+	$(MAKE) VENV=$(VISION_VENV) TORCH="$(VISION_TORCH)" EXTRAS=dev,prune,vision setup
+
+test-real: setup-real
+	$(MAKE) VENV=$(VISION_VENV) TORCH="$(VISION_TORCH)" EXTRAS=dev,prune,vision pytest-real
+
+pytest-real: setup
+	$(BIN)/python -m pytest -p no:cacheprovider -m real tests
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks experiments
@@ -40,4 +58,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_metric.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VISION_VENV) .pytest_cache .ruff_cache

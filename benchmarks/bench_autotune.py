@@ -6,7 +6,7 @@ Same start architecture and seed for both; printed side by side: total training 
 time until the final architecture, number of prunes, final accuracy, and their ratios (warm /
 fresh), all measured in this run. Cases: a deep narrow FNN on MNIST, and a narrow plain conv
 net (width_mult 1/8) on a few thousand MNIST samples with the reference criterion and, because
-the reference trigger rarely fires on small conv nets (METHOD.md §9), also with a coarser
+the reference trigger rarely fires on small conv nets (docs/method.md §9), also with a coarser
 criterion, labelled as such. Each search resumes if interrupted (re-run the same command).
 Target for warm: the same accuracy within 0.5 points with at most half the epochs.
 """

@@ -272,9 +272,12 @@ def main() -> None:
     write(path, rows, args, time.perf_counter() - t0)
     data = json.loads(path.read_text())
     plots(rows, stem)
-    cols = ["split", "dataset", "start", "method", "seeds", "test_acc", "test_acc_std"]
+    cols = ["dataset", "start", "method", "seeds", "test_acc", "test_acc_std", "val_acc"]
     cols += ["params", "param_ratio", "epochs", "wall_s"]
-    print(markdown(data["means"], cols))
+    for split in ("held-out", "tuning"):
+        print(f"\n{split} rows (means over seeds)\n")
+        print(markdown([m for m in data["means"] if m["split"] == split], cols))
+    print("\ntargets (held-out rows, means over seeds; gap = oracle - method, points)\n")
     tcols = ["dataset", "start", "method", "test_acc", "oracle_test_acc", "gap_points"]
     tcols += ["epochs_over_one_training", "param_ratio", "within_1_point", "epochs_le_1.5x"]
     print(markdown(data["targets"], tcols))

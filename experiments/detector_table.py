@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from conflicting_bundles import runs
-from conflicting_bundles.grid import GridConfig, cell_dir, run_grid
+from conflicting_bundles.grid import GridConfig, run_grid
 
 WIDTHS = (5, 10, 15, 25, 50, 100)
 DEPTHS = (1, 2, 5, 10, 20, 50)

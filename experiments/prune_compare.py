@@ -22,13 +22,9 @@ from pathlib import Path
 import torch
 
 from conflicting_bundles.prune import count_params, prune_model, time_forward
-from conflicting_bundles.prune.runner import (
-    SCORERS,
-    PruneConfig,
-    load_batches,
-    load_model,
-    run_compare,
-)
+from conflicting_bundles.prune.command import PruneConfig, run_compare
+from conflicting_bundles.prune.loading import load_batches, load_model
+from conflicting_bundles.prune.runner import SCORERS
 
 
 def train_project(args, run_dir: Path) -> Path:

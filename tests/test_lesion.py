@@ -16,18 +16,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conflicting_bundles import lesion as lesion_mod
 from conflicting_bundles import runs
 from conflicting_bundles.cli import app
 from conflicting_bundles.data import iterate, load_dataset
 from conflicting_bundles.lesion import (
+    Group,
     LesionConfig,
     lesion_run,
     lesion_study,
     matched_controls,
     partial_spearman,
+    plans,
     spearman,
 )
+from conflicting_bundles.lesion import signals as lesion_signals
 from conflicting_bundles.train import TrainConfig, train
 
 OUTPUTS = (
@@ -204,8 +206,9 @@ def test_seeded_and_resumed_from_the_cache(run_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache.json"
     first = lesion_study(zeroed_model(run_dir), tr, te, cfg, cache, progress=False)
     calls = []
-    real = lesion_mod.accuracy
-    monkeypatch.setattr(lesion_mod, "accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = lesion_signals.accuracy
+    counting = lambda *a, **k: calls.append(1) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(lesion_signals, "accuracy", counting)
     again = lesion_study(zeroed_model(run_dir), tr, te, cfg, cache, progress=False)
     assert calls == []  # every lesion set came from the cache
     assert again.curves == first.curves and again.summary == first.summary
@@ -238,3 +241,68 @@ def test_cli_lesion_prints_tables_and_errors(run_dir, tmp_path):
     assert r.exit_code == 1 and "does not exist" in flat(r.output)
     r = CliRunner().invoke(app, ["lesion", str(run_dir), "--flag-criterion", "sharp"])
     assert r.exit_code == 1 and "unknown criterion" in flat(r.output)
+
+
+def test_plans_per_group():
+    blocks = [{"flag[reference]": f} for f in (False, True, False, True, False)]
+    cfg = LesionConfig(criteria=("reference",))
+    ps = plans(blocks, [0, 1, 2, 3, 4], cfg)
+    assert [(p.criterion, p.group) for p in ps] == [
+        ("-", Group.ALL),
+        ("reference", Group.CONFLICTING),
+        ("reference", Group.NON_CONFLICTING),
+        ("reference", Group.POSITION_MATCHED),
+    ]
+    assert ps[1].members == [1, 3] and ps[2].members == [0, 2, 4]
+    assert ps[3].controls == [0, 2, 4] and ps[3].max_k(10) == 2
+    # nothing flagged: no position-matched plan
+    none = [{"flag[reference]": False}] * 3
+    assert [p.group for p in plans(none, [0, 1, 2], cfg)] == [
+        Group.ALL,
+        Group.CONFLICTING,
+        Group.NON_CONFLICTING,
+    ]
+
+
+def test_a_study_into_a_locked_folder_is_refused(run_dir, tmp_path):
+    out = tmp_path / "busy"
+    with runs.locked(out, "another lesion"):
+        with pytest.raises(runs.RunInUseError, match="in use by pid"):
+            lesion_run(run_dir, LesionConfig(repeats=1), out, progress=False, report=False)
+    assert not (out / "lesion_summary.json").exists()
+
+
+def test_lesion_of_an_auto_tune_folder_studies_its_final_step(tmp_path):
+    from rich.console import Console
+
+    from conflicting_bundles.autotune import AutotuneConfig, autotune
+
+    train_cfg = dict(
+        model="fnn",
+        model_kwargs={"width": 6, "depth": 12},
+        dataset="synthetic",
+        data_dir=str(tmp_path / "data"),
+        epochs=2,
+        train_limit=256,
+        test_limit=128,
+        threads=1,
+        progress=False,
+        tensorboard=False,
+    )
+    at = tmp_path / "at"
+    res = autotune(
+        AutotuneConfig(out=str(at), check_epochs=2, train=train_cfg), console=Console(quiet=True)
+    )
+    last = at / "steps" / f"step_{len(res.steps) - 1:03d}"
+    out = tmp_path / "les"
+    args = ["lesion", str(at), "--repeats", "1", "--test-limit", "64", "-q", "--out", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "lesion_summary.json").read_text())
+    assert s["run_dir"] == str(last)
+    assert s["num_blocks"] == res.final_arch["depth"]
+    # an unfinished search is refused with what to do
+    state = json.loads((at / "autotune_state.json").read_text())
+    (at / "autotune_state.json").write_text(json.dumps({**state, "done": False}))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1 and "has not finished" in flat(r.output)

@@ -15,6 +15,7 @@ from conflicting_bundles import (
     bundle_stats,
     conflict_margin,
     resolution,
+    rowgroups,
     weight_amplitude,
 )
 from conflicting_bundles.metric import group_rows
@@ -114,6 +115,109 @@ def test_rows_equal_on_leading_columns_are_split():
     ids, num = group_rows(v)
     assert num == 2
     assert ids.tolist() == [0, 1, 0, 0, 1, 0]
+
+
+# ------------------------------------------------- hash proposals, verification and fallback
+def _mixed_rows(n: int = 120, d: int = 70, seed: int = 0) -> torch.Tensor:
+    """Rows that agree on the first 16 columns in big groups and differ later, with duplicates,
+    -0.0 against 0.0 and columns that differ only in the last bit."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(9, d, generator=g)
+    protos[:, :16] = 0.0  # the hashed prefix says nothing
+    protos[3, -1] = torch.nextafter(protos[2, -1], torch.tensor(10.0))
+    protos[3, :-1] = protos[2, :-1]
+    v = protos[torch.randint(0, 9, (n,), generator=g)].clone()
+    v[::7, 5] = -0.0
+    return v
+
+
+def _unique_partition(v: torch.Tensor) -> list[int]:
+    _, inv = torch.unique(v + 0.0, dim=0, return_inverse=True)  # -0.0 + 0.0 == +0.0
+    return inv.tolist()
+
+
+def test_row_hash_is_linear_over_column_blocks():
+    bits = torch.randint(-(2**31), 2**31, (5, 40), dtype=torch.int64).to(torch.int32)
+    whole = rowgroups.row_hash(bits)
+    parts = rowgroups.row_hash(bits[:, :13]) + rowgroups.row_hash(bits[:, 13:], 13)
+    assert torch.equal(whole, parts)
+    assert torch.equal(whole, rowgroups.row_hash(bits.clone()))  # deterministic
+    assert whole.unique().numel() == 5
+
+
+def test_whole_row_hash_splits_without_the_sorting_fallback(monkeypatch):
+    v = _mixed_rows()
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the sort-based fallback ran without a hash collision")
+
+    monkeypatch.setattr(rowgroups, "refine_sorted", no_fallback)
+    ids, num = group_rows(v)
+    assert same_partition(ids.tolist(), _unique_partition(v))
+    assert num == len(set(_unique_partition(v)))
+
+
+@pytest.mark.parametrize("block_bytes", [64, 2**26])
+def test_forced_collisions_fall_back_to_the_exact_sort(monkeypatch, block_bytes):
+    """A degenerate hash (every row hashes to 0) proposes one group; verification finds the
+    mismatches, the whole-row hash collides again, and the sort-based refinement decides."""
+    v = _mixed_rows()
+    calls = []
+    real = rowgroups.refine_sorted
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rowgroups, "row_hash", lambda bits, col0=0: bits[:, 0].to(torch.int64) * 0)
+    monkeypatch.setattr(rowgroups, "refine_sorted", spy)
+    ids, num = group_rows(v, max_block_bytes=block_bytes)
+    assert calls, "the fallback did not run"
+    assert same_partition(ids.tolist(), _unique_partition(v))
+    assert num == len(set(_unique_partition(v)))
+    s = bundle_stats(v, torch.arange(len(v)) % 3, w_max=1.0, max_block_bytes=block_bytes)
+    ids_o, nb, ent = oracle(v.numpy(), (np.arange(len(v)) % 3), 1.0, 1e-3, 64, "reference")
+    assert s.bundle_ids.tolist() == ids_o and s.num_bundles == nb
+    assert s.entropy == pytest.approx(ent, abs=1e-9)
+
+
+def test_partial_hash_collisions_are_caught_by_verification(monkeypatch):
+    """A hash of column 0 only: rows equal there collide, so every split beyond column 0
+    comes from verification and the fallback."""
+    v = _mixed_rows()
+    v[:, 0] = (torch.arange(len(v)) % 2).float()
+    monkeypatch.setattr(rowgroups, "row_hash", lambda bits, col0=0: bits[:, 0].to(torch.int64))
+    ids, num = group_rows(v)
+    assert same_partition(ids.tolist(), _unique_partition(v))
+
+
+@pytest.mark.parametrize("d", [7, 64])  # odd widths compare int32 words, even ones int64
+def test_non_contiguous_and_odd_width_inputs(d):
+    g = torch.Generator().manual_seed(1)
+    protos = torch.randn(4, d, generator=g)
+    big = protos[torch.randint(0, 4, (50,), generator=g)].repeat(1, 2)  # (50, 2d)
+    v = big[:, 1 : d + 1]  # a strided view with an odd storage offset
+    assert not v.is_contiguous()
+    ids, num = group_rows(v)
+    assert same_partition(ids.tolist(), _unique_partition(v)) and num <= 4
+
+
+def test_transform_merges_distinct_rows_through_representatives():
+    """Raw rows that are all distinct but collapse under the reference transform (tiny
+    activations against w_max): one bundle, found through one representative per raw row."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(300, 40, generator=g) * 1e-6
+    a[:100] = a[0]  # some raw duplicates too
+    s = bundle_stats(a, torch.arange(300) % 2, w_max=1.0)
+    assert s.num_bundles == 1 and s.conflicting
+    assert bundle_stats(a, torch.arange(300) % 2, mode="raw").num_bundles == 201
+
+
+def test_non_finite_rows_are_reported_by_their_own_index():
+    a = torch.zeros(10, 4)
+    a[7, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"first bad samples: \[7\]"):
+        bundle_stats(a, torch.zeros(10, dtype=torch.int64))
 
 
 # --------------------------------------------------------------------------- hand-computed

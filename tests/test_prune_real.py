@@ -25,7 +25,6 @@ from conflicting_bundles.prune import (
 pytestmark = pytest.mark.real
 
 
-
 def models():
     import torchvision.models as m
 
@@ -138,9 +137,10 @@ def test_cli_torchvision_import_path_then_reload(tmp_path):
     assert res.exit_code == 0, res.output
     assert len(json.loads((tmp_path / "q" / "prune.json").read_text())["blocks"]) == 3
     model, base = load_model(str(tmp_path / "q"))
-    assert base["spec"] == "torchvision.models:resnet18" and len(model.layer1) + len(
-        model.layer3
-    ) + len(model.layer2) + len(model.layer4) == 5
+    assert (
+        base["spec"] == "torchvision.models:resnet18"
+        and len(model.layer1) + len(model.layer3) + len(model.layer2) + len(model.layer4) == 5
+    )
 
 
 def test_cli_state_dict_with_arch_and_timm_and_heal(tmp_path):

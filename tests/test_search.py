@@ -200,3 +200,23 @@ def test_outputs_lead_with_the_answer(searched):
     assert (out / "search_cost.png").stat().st_size > 0
     html = report.read_text()
     assert html.index("Best by validation accuracy") < html.index("<table")
+
+
+def test_cli_search(tmp_path):
+    from typer.testing import CliRunner
+
+    from conflicting_bundles.cli import app
+
+    base = ["search", "-d", "synthetic", "--width", "6", "--depth", "3", "--epochs", "1"]
+    base += ["--test-limit", "100", "--samples", "16", "-q", "-o", str(tmp_path)]
+    runner = CliRunner()
+    r = runner.invoke(app, base + ["--methods", "fixed"])
+    assert r.exit_code == 1 and "--val-split is required" in r.output
+    r = runner.invoke(app, base + ["--val-split", "400", "--methods", "fixed,nope"])
+    assert r.exit_code == 1 and "unknown search method 'nope'" in r.output
+    assert not (tmp_path / "runs").exists()  # nothing trained before the spec was checked
+    r = runner.invoke(app, base + ["--val-split", "400", "--methods", "fixed,random"])
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "search.json").read_text())
+    assert [x["method"] for x in data["results"]] == ["fixed", "random"]
+    assert "search from fnn 3x6" in r.output and (tmp_path / "report.html").exists()

@@ -121,7 +121,7 @@ def test_lesion_seed_repeats_training_and_lesion_draws(tmp_path):
         (SweepSpec("train", dict(TINY), {"lr": [-1.0]}), "lr must be a positive number"),
         (SweepSpec("train", dict(TINY), {"dataset": ["mnsit"]}), "unknown dataset 'mnsit'"),
         (SweepSpec("autotune", {"varaint": "all"}), "unknown auto-tune field.*varaint"),
-        (SweepSpec("autotune", {"train": TINY}, {"variant": ["x"]}), "--variant must be one"),
+        (SweepSpec("autotune", {"train": TINY}, {"variant": ["x"]}), "variant must be one of"),
         (SweepSpec("lesion", {}), "exactly one of `run`"),
         (SweepSpec("lesion", {"run": "/nonexistent"}), "holds no training run"),
         (SweepSpec("train", dict(TINY), {"model_kwargs": [3]}), "model_kwargs must be a dict"),

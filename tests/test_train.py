@@ -435,28 +435,7 @@ def test_cli_errors(tmp_path):
     assert r.exit_code == 1 and "nope" in flat(r.output)
 
 
-def test_bf16_autocast_and_channels_last_train(tmp_path):
-    """The AMP (bf16) and channels_last paths train a conv net; the bundle metric stays float32."""
-    from conflicting_bundles.train import TrainConfig, train
-
-    cfg = TrainConfig(
-        model="plain",
-        model_kwargs={"blocks": [1, 1, 0, 0], "width_mult": 1 / 16},
-        dataset="synthetic",
-        data_dir=str(tmp_path / "data"),
-        epochs=1,
-        train_limit=64,
-        test_limit=32,
-        amp="bf16",
-        channels_last=True,
-        out=str(tmp_path / "run"),
-        progress=False,
-        tensorboard=False,
-    )
-    res = train(cfg)
-    assert res.status == "completed"
-    row = res.metrics[-1]
-    assert row["train_loss"] == row["train_loss"]  # finite, not NaN
-    assert row["num_bundles"] is not None
-    with pytest.raises(ValueError, match="amp"):
-        train(TrainConfig(**{**cfg.to_dict(), "amp": "fp8", "out": str(tmp_path / "r2")}))
+def test_amp_value_is_validated(tmp_path):
+    """(That bf16 and channels_last really take effect: test_train_safety.py.)"""
+    with pytest.raises(ValueError, match="amp must be None or 'bf16'"):
+        train(tiny(tmp_path / "r2", amp="fp8"))

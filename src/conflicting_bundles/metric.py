@@ -1,4 +1,4 @@
-"""Bundles and bundle entropy (METHOD.md §2) on tensors.
+"""Bundles and bundle entropy (docs/method.md §2) on tensors.
 
 Imports torch and numpy only: no nn.Module, no I/O. Every other part of the project calls
 :func:`bundle_stats`; a :class:`Criterion` names which grouping rule produced a result so
@@ -13,7 +13,6 @@ passes; the reference's O(N^2 D) loop is only in the tests/benchmarks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +83,7 @@ def weight_amplitude(model: torch.nn.Module) -> float:
 
 def resolution(w_max: float, lr: float = 1e-3, batch_size: int = 64) -> float:
     """q ~ ulp(w_max) * bs / lr: the per-component activation difference below which the
-    reference criterion cannot tell two samples apart (METHOD.md §9)."""
+    reference criterion cannot tell two samples apart (docs/method.md §9)."""
     ulp = float(np.spacing(np.float32(abs(w_max)))) if w_max else float(np.finfo(np.float32).tiny)
     return ulp * batch_size / lr
 
@@ -230,7 +229,7 @@ def bundle_stats(
 
     acts: (N, ...) torch tensor or numpy array, flattened to (N, D) float32.
     labels: (N,) integers in [0, num_classes).
-    mode: "reference" (METHOD.md §2: v = w_max - a*lr*(1/bs) in float32, exact row equality),
+    mode: "reference" (docs/method.md §2: v = w_max - a*lr*(1/bs) in float32, exact row equality),
       "raw" (exact equality of the float32 activations), or "tolerance" (rows within ``gamma``
       in max-norm of the raw activations, leader clustering, see :func:`group_rows_tolerance`).
     Memory beyond the (N, D) float32 input: cache-sized chunks plus O(N) ids (a hash collision's
@@ -269,7 +268,7 @@ def conflict_margin(
     acts, labels, *, w_max: float, lr: float = 1e-3, batch_size: int = 64, chunk_rows: int = 512
 ) -> float:
     """Smallest max-norm distance between two differently labelled samples, divided by the
-    reference resolution q (METHOD.md §9). margin > 1 guarantees reference entropy 0; inf when
+    reference resolution q (docs/method.md §9). margin > 1 guarantees reference entropy 0; inf when
     all labels are equal. O(N^2 D), meant for N <= a few thousand."""
     a, y, _ = _prepare(acts, labels, None)
     _check_finite(a, "activations")
@@ -287,13 +286,16 @@ def conflict_margin(
 class Criterion:
     """A named grouping rule, so that every result can say which criterion produced it.
 
-    - ``reference``: METHOD.md §2 (the default, never altered).
+    - ``reference``: docs/method.md §2 (the default, never altered).
     - ``raw``: exact equality of raw activations.
     - ``coarse:K``: rows whose components all differ by at most K*q (q = :func:`resolution`),
       i.e. the reference resolution made K times coarser.
     - ``tol:G``: absolute max-norm tolerance G on raw activations.
     - ``rel:R``: tolerance R times the layer's activation scale (max |a| over the batch), which
       avoids the dependence on where w_max falls on the float32 grid.
+    - ``calibrated``: angular bundles (unit activation vectors within calibrated.RADIUS, single
+      linkage), tuned on MNIST seed 0 only and frozen; see :mod:`conflicting_bundles.calibrated`
+      and docs/calibrated.md. Never the default.
     """
 
     kind: str = "reference"
@@ -304,7 +306,7 @@ class Criterion:
         if isinstance(text, Criterion):
             return text
         t = text.strip().lower()
-        if t in ("reference", "raw"):
+        if t in ("reference", "raw", "calibrated"):
             return Criterion(t)
         kind, _, val = t.partition(":")
         if kind in ("coarse", "tol", "rel") and val:
@@ -317,7 +319,7 @@ class Criterion:
             return Criterion(kind, x)
         raise ValueError(
             f"unknown criterion {text!r}; use reference, raw, coarse:K (e.g. coarse:16), "
-            "tol:G (absolute) or rel:R (relative to the activation scale)."
+            "tol:G (absolute), rel:R (relative to the activation scale) or calibrated."
         )
 
     @property
@@ -336,6 +338,12 @@ class Criterion:
             return bundle_stats(acts, labels, w_max=w_max, lr=lr, batch_size=batch_size, **kw)
         if self.kind == "raw":
             return bundle_stats(acts, labels, mode="raw", **kw)
+        if self.kind == "calibrated":
+            from .calibrated import calibrated_stats  # lazy: calibrated imports this module
+
+            a, y, c = _prepare(acts, labels, num_classes)
+            _check_finite(a, "activations")
+            return calibrated_stats(a, y, c)
         if self.kind == "coarse":
             gamma = self.value * resolution(w_max, lr, batch_size)
         elif self.kind == "tol":

@@ -4,7 +4,7 @@ Three ways to name what to measure:
 - module names, module objects, or a regex over ``named_modules()`` (kind ``output`` = the
   module's output, or ``residual-branch`` = output - input for shape-preserving blocks);
 - probe points a model declares itself via ``model.probe_points(kind)`` (our models do, as
-  METHOD.md §2 requires: FNN hidden outputs after ReLU, plain block outputs, residual branches
+  docs/method.md §2 requires: FNN hidden outputs after ReLU, plain block outputs, residual branches
   scaled by the conv variances). A declared point is a module plus a transform
   ``(inputs, output) -> activation``; :class:`Tap` is an identity module that models call at the
   exact place to be read, passing extra tensors the transform needs.

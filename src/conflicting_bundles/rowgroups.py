@@ -31,6 +31,9 @@ __all__ = ["first_appearance_ids", "group_rows", "group_rows_exact", "refine_sor
 CHUNK_BYTES = 64 * 2**20
 #: Row-chunk size (bytes of float32 input) for hashing and verification: fits in L2/L3.
 VERIFY_BYTES = 2 * 2**20
+#: Row-chunk size (bytes of int64 temporaries) for the prefix hash: small temporaries are
+#: reused by malloc instead of being page-faulted in afresh.
+HASH_BYTES = 256 * 2**10
 #: Columns hashed to propose the first groups.
 PREFIX = 16
 
@@ -124,7 +127,7 @@ def _mismatch(load: Loader, rows: torch.Tensor | slice, reps: torch.Tensor, d: i
             counts.append(_differ(x, y))
             spans.append((r0, c0, c1))
     bad = torch.zeros(p, dtype=torch.bool, device=reps.device)
-    for (r0, c0, c1), k in zip(spans, torch.stack(counts).tolist()):  # one device sync
+    for (r0, c0, c1), k in zip(spans, torch.stack(counts).tolist(), strict=True):  # one device sync
         if k:
             x = load(_take(rows, r0, r0 + cr), c0, c1)
             y = load(reps[r0 : r0 + cr], c0, c1)
@@ -167,7 +170,7 @@ def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.
     """Exact partition of m rows of d int32 columns read through ``load``.
     Returns (ids (m,) numbered by first appearance, number of groups)."""
     w0 = min(PREFIX, d)
-    step = max(1, min(VERIFY_BYTES, bb) // (8 * w0))
+    step = max(1, min(HASH_BYTES, bb) // (8 * w0))
     h = torch.cat([row_hash(load(slice(s, s + step), 0, w0)) for s in range(0, m, step)])
     gid, counts = _split(torch.zeros(m, dtype=torch.int64, device=device), h)
     num = counts.numel()
@@ -213,9 +216,9 @@ def group_rows_exact(
     def load_raw(idx, c0: int, c1: int, out: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(idx, slice):
             return raw[idx, c0:c1]
-        if (c0, c1) == (0, d):
-            return raw.index_select(0, idx) if out is None else torch.index_select(raw, 0, idx, out=out)
-        return raw[idx, c0:c1]
+        if (c0, c1) != (0, d):
+            return raw[idx, c0:c1]
+        return raw.index_select(0, idx) if out is None else torch.index_select(raw, 0, idx, out=out)
 
     raw_ids, g_raw = _exact_groups(load_raw, n, d, max_block_bytes, dev)
     reps = torch.full((g_raw,), n, dtype=torch.int64, device=dev)

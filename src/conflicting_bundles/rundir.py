@@ -38,6 +38,9 @@ says what to do; nothing is deleted or written before all checks passed):
      :meth:`RunDir.clear`, e.g. until the new run is about to write). Mode OVERWRITE.
    - else mode NEW.
 
+   Temporary files of interrupted atomic writes (``.NAME.*.tmp``) in the folder and its owned
+   sub-folders are removed once the lock is held.
+
 :meth:`RunDir.close` (or leaving the ``with`` block) releases the lock; a folder that
 open_run created and that holds nothing but the lock file is removed again, so a command that
 fails before writing leaves nothing behind. :func:`locked` is the lock alone, as a plain
@@ -251,6 +254,19 @@ class RunDir:
         """The owned names that exist now."""
         return existing_owned(self.path, self.owned)
 
+    def remove_stale_temp(self) -> list[Path]:
+        """Delete temporary files of interrupted atomic writes (``.NAME.*.tmp``, see
+        runs.atomic_write_bytes) in the folder and its owned sub-folders; safe under the lock,
+        since no other process writes here. Returns what was removed."""
+        folders = [self.path, *(p for p in self.existing() if p.is_dir())]
+        gone = []
+        for folder in folders:
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    gone.append(tmp)
+        return gone
+
     def clear(self) -> None:
         """Delete exactly the owned files and folders (a deferred ``force``)."""
         for p in self.existing():
@@ -336,6 +352,7 @@ def open_run(
     rd.lock = RunLock(p, command)
     try:
         rd.lock.acquire()
+        rd.remove_stale_temp()
         if resume:
             rd.mode = RunMode.RESUME
             rd.stored_config = read_json(p / config_file)

@@ -265,10 +265,25 @@ def load_checkpoint(run_dir: str | os.PathLike, which: str = "last", map_locatio
             f"no checkpoint {p.name} in {p.parent}"
             + (f"; available: {', '.join(have)}." if have else " (the run saved none yet).")
         )
+    others = sorted(x.stem for x in p.parent.glob("*.pt") if x != p)
+    hint = (f"use another checkpoint ({', '.join(others)}) or " if others else "") + (
+        "train the run again with --force"
+    )
+    size = p.stat().st_size
+    if size == 0:
+        raise RunDirError(
+            f"checkpoint {p} is empty (0 bytes): its write was cut off (disk full, or a copy "
+            f"that did not finish). {hint[0].upper()}{hint[1:]}."
+        )
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, not a pickle traceback
-        raise RunDirError(f"cannot read checkpoint {p} ({type(e).__name__}: {e}).") from e
+        what = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise RunDirError(
+            f"checkpoint {p} ({size} bytes) is damaged or not a checkpoint of this program "
+            f"({type(e).__name__}: {what}). It is only ever loaded with weights_only=True (no "
+            f"code runs); {hint}."
+        ) from e
 
 
 def load_model(run_dir: str | os.PathLike, which: str = "last", map_location="cpu"):

@@ -8,6 +8,7 @@ import time
 from rich.console import Console
 
 from .. import distributed, runs
+from ..console import make_console
 from ..models import create_model
 from ..train import TrainConfig
 from .config import AutotuneConfig, resume_diff
@@ -84,7 +85,7 @@ def autotune(
     base.validate()
     distributed.init(resolve_device(base.device))  # torchrun: join the process group
     main = distributed.is_main()
-    console = (console or Console()) if main else Console(quiet=True)
+    console = (console or make_console()) if main else make_console(quiet=True)
     store = SearchDir(cfg.out)
     # One process per search folder (rank 0 holds the lock for the whole run under torchrun).
     with runs.locked(store.out, "cbundles autotune") if main else contextlib.nullcontext():

@@ -34,8 +34,17 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    progress: bool = typer.Option(
+        None,
+        "--progress/--no-progress",
+        help="Progress bars for every command (default: only on a terminal; TQDM_DISABLE=1 "
+        "turns them off).",
+    ),
 ) -> None:
     """Conflicting bundles: measure, train, auto-tune, lesion and prune."""
+    from ..console import set_progress
+
+    set_progress(progress)
 
 
 for _name in _COMMANDS:

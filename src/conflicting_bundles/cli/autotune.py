@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from ..console import make_console
 from ..data import DatasetError
 from ..runs import RunDirError
-from .train import _error, _model_kwargs
+from .common import error, model_kwargs, os_error_message
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
         if model in ("plain", "resnet") and start_blocks is None and layers is None:
             start_blocks = "3,12,41,3"
-        kw = _model_kwargs(model, width, depth, start_blocks, layers, width_mult, [])
+        kw = model_kwargs(model, width, depth, start_blocks, layers, width_mult, [])
         train_cfg = {
             "model": model,
             "model_kwargs": kw,
@@ -93,9 +93,11 @@ def register(app: typer.Typer) -> None:
             )
             res = autotune(cfg, resume=resume, force=force)
         except (ValueError, TypeError, RunDirError, DatasetError, SearchDidNotConverge) as e:
-            raise _error(str(e)) from e
+            raise error(str(e)) from e
+        except OSError as e:
+            raise error(os_error_message(e)) from e
         except KeyboardInterrupt:
-            Console(stderr=True).print(
+            make_console(stderr=True).print(
                 f"interrupted; finished steps and epochs are saved. Continue with the same "
                 f"command and --resume (--out {out}).",
                 markup=False,
@@ -103,7 +105,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         if res.status != "completed":
             diverged = [s["step"] for s in res.steps if s.get("status") == "diverged"]
-            raise _error(
+            raise error(
                 f"step {diverged[0]} of the search diverged (its training loss became NaN/Inf), "
                 "so its architecture is no result; lower --lr and start a new search (another "
                 "--out, or --force)."
@@ -117,5 +119,5 @@ def register(app: typer.Typer) -> None:
         try:
             path = build_report(run_dir)
         except FileNotFoundError as e:
-            raise _error(str(e)) from e
-        Console().print(f"wrote {path}")
+            raise error(str(e)) from e
+        make_console().print(f"wrote {path}", markup=False)

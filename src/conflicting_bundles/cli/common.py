@@ -34,14 +34,14 @@ def fail(msg: str, code: int = 1) -> NoReturn:
     raise error(msg, code)
 
 
-def os_error_message(e: OSError, what: str = "the output") -> str:
-    """A one-line 'cannot write ...: disk full ...' for an OSError, with what to do."""
+def os_error_message(e: OSError, what: str | None = None) -> str:
+    """A one-line 'cannot write WHAT (disk full): ...' for an OSError, with what to do; WHAT
+    defaults to the file the error names."""
     from ..rundir import describe_os_error
 
-    where = f" {e.filename}" if e.filename else ""
+    what = what or (str(e.filename) if e.filename else "the output")
     return (
-        f"cannot write {what}{where} ({describe_os_error(e)}): free some space or choose a "
-        "writable --out."
+        f"cannot write {what} ({describe_os_error(e)}): free some space or choose a writable --out."
     )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ..console import escape, make_console
 from ..data import DatasetError, default_data_dir, describe_datasets, load_dataset
 
 
@@ -28,18 +28,20 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """List the datasets: available locally?, path, train/test sizes, how to obtain."""
-        console = Console()
+        console = make_console()
         for name in download:
             try:
                 for split in ("train", "test"):
                     ds = load_dataset(name, split, data_dir=data_dir, download=True)
                     console.print(f"{name} {split}: {len(ds)} samples")
             except (DatasetError, ValueError) as exc:
-                console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+                make_console(stderr=True).print(
+                    f"[red]error:[/red] {escape(str(exc))}", highlight=False
+                )
                 raise typer.Exit(1) from exc
 
-        table = Table(title=f"Datasets in {default_data_dir(data_dir)}")
-        table.add_column("name", style="bold")
+        table = Table(title=f"Datasets in {escape(str(default_data_dir(data_dir)))}")
+        table.add_column("name", style="bold", no_wrap=True)
         table.add_column("local")
         table.add_column("input (C, H, W)")
         table.add_column("classes", justify="right")
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
                 "x".join(map(str, r["in_shape"])),
                 str(r["num_classes"]),
                 f"{r['num_train']} / {r['num_test']}",
-                r["path"],
-                "-" if r["available"] else r["obtain"],
+                escape(str(r["path"])),
+                "-" if r["available"] else escape(r["obtain"]),
             )
         console.print(table)

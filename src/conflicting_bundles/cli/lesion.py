@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from ..console import make_console
 from ..data import DatasetError
 from ..runs import RunDirError
-from .train import _error
+from .common import error, os_error_message
 
 
 def _criteria(text: str) -> tuple[str, ...]:
@@ -20,7 +20,10 @@ def _criteria(text: str) -> tuple[str, ...]:
 def register(app: typer.Typer) -> None:
     @app.command("lesion")
     def lesion_cmd(
-        run_dir: Path = typer.Argument(..., help="A training run directory (cbundles train)."),
+        run_dir: Path = typer.Argument(
+            ...,
+            help="A run directory (cbundles train), or an auto-tune folder (its final step).",
+        ),
         repeats: int = typer.Option(15, help="Random lesion sets per k and group."),
         samples: int = typer.Option(64, help="Non-augmented training samples for the metric."),
         max_k: int = typer.Option(None, help="Largest lesion set (default: every block)."),
@@ -49,12 +52,13 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
-        """Lesion study (METHOD §6): which blocks of a trained net can be replaced by their
+        """Lesion study (docs/method.md §6): which blocks of a trained net can be replaced by their
         shortcut, flagged (conflicting) vs unflagged vs all vs position-matched blocks.
 
         Accuracies are in percent, losses in accuracy points. Example:
         cbundles lesion runs/resnet50 --repeats 15 --samples 64 --test-limit 2000
         """
+        from ..autotune import final_run_dir
         from ..lesion import DEFAULT_CRITERIA, LesionConfig, lesion_run
 
         try:
@@ -69,7 +73,8 @@ def register(app: typer.Typer) -> None:
                 tolerance_pts=tolerance,
                 test_limit=test_limit,
             )
-            res = lesion_run(
+            run_dir = final_run_dir(run_dir)  # an auto-tune folder: its final step
+            lesion_run(
                 run_dir,
                 cfg,
                 out,
@@ -80,16 +85,19 @@ def register(app: typer.Typer) -> None:
                 progress=not quiet,
             )
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
-            raise _error(str(e)) from e
+            raise error(str(e)) from e
+        except OSError as e:
+            raise error(os_error_message(e)) from e
         except KeyboardInterrupt:
-            Console(stderr=True).print(
+            make_console(stderr=True).print(
                 "interrupted; evaluated lesion sets are cached. Run the same command again "
                 "to continue."
             )
             raise typer.Exit(130) from None
         where = out or Path(run_dir) / "lesion"
-        Console().print(f"lesion study written to {where} (report.html)", highlight=False)
-        del res
+        make_console().print(
+            f"lesion study written to {where} (report.html)", highlight=False, markup=False
+        )
 
     @app.command("grid")
     def grid_cmd(
@@ -119,8 +127,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/grid"), "--out", "-o"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
-        """Width x depth map of FNNs (METHOD §7): train every net, record test accuracy and the
-        conflict boundary; resumable (finished cells are not retrained).
+        """Width x depth map of FNNs (docs/method.md §7): train every net, record test accuracy
+        and the conflict boundary; resumable (finished cells are not retrained). Exits 1 when a
+        cell failed.
 
         Example: cbundles grid --widths 5,10,25,50,100 --depths 1,2,5,10,20,50,100
         --dataset mnist --epochs 5 --out runs/grid
@@ -147,12 +156,23 @@ def register(app: typer.Typer) -> None:
                 keep_checkpoints=keep_checkpoints,
             )
             res = run_grid(cfg, progress=not quiet)
+            failed = res.summary.get("errors", {})
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
-            raise _error(str(e)) from e
+            raise error(str(e)) from e
+        except OSError as e:
+            raise error(os_error_message(e)) from e
         except KeyboardInterrupt:
-            Console(stderr=True).print(
+            make_console(stderr=True).print(
                 f"interrupted; finished cells are kept. Run the same command again to continue "
-                f"(--out {out})."
+                f"(--out {out}).",
+                markup=False,
             )
             raise typer.Exit(130) from None
-        Console().print(f"grid written to {res.out} (grid.csv, grid.png, report.html)")
+        make_console().print(
+            f"grid written to {res.out} (grid.csv, grid.png, report.html)", markup=False
+        )
+        if failed:
+            raise error(
+                f"{len(failed)} of {len(res.rows)} cells failed ({', '.join(failed)}; see "
+                "above); fix the cause and run the same command again to train them."
+            )

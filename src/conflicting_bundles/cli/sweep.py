@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from ..console import make_console
 from ..data import DatasetError
 from ..runs import RunDirError
-from .train import _error
+from .common import error, os_error_message
 
 
 def register(app: typer.Typer) -> None:
@@ -48,9 +48,11 @@ def register(app: typer.Typer) -> None:
                 s, ray_address=ray_address, num_cpus=num_cpus, serial=serial, dry_run=dry_run
             )
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
-            raise _error(str(e)) from e
+            raise error(str(e)) from e
+        except OSError as e:
+            raise error(os_error_message(e)) from e
         except KeyboardInterrupt:
-            Console(stderr=True).print(
+            make_console(stderr=True).print(
                 "interrupted; finished trials are kept. Run the same command again to resume."
             )
             raise typer.Exit(130) from None

@@ -150,10 +150,14 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e
         except OSError as e:
+            run = Path(out or cfg.out)
+            if (run / "checkpoints" / "last.pt").is_file():
+                then = f"continue with `cbundles train --resume --out {run}`"
+            else:
+                then = "no epoch was saved yet: start it again with --force"
             raise error(
-                os_error_message(e, "the run directory")
-                + " Epochs completed so far are saved: continue with `cbundles train --resume "
-                f"--out {out or cfg.out}`."
+                os_error_message(e, f"into the run directory {run}")
+                + f" Once there is room, {then}."
             ) from e
         except KeyboardInterrupt:
             make_console(stderr=True).print(

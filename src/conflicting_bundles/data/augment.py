@@ -1,4 +1,4 @@
-"""Preprocessing, augmentation (METHOD.md §4) and the batch iterator.
+"""Preprocessing, augmentation (docs/method.md §4) and the batch iterator.
 
 Batched torch ops; all randomness comes from one ``torch.Generator`` seeded from (seed, epoch),
 so a batch stream is reproducible and independent of the global RNG. Each recipe follows the

@@ -1,4 +1,4 @@
-"""Model families of METHOD.md §3 behind a timm-like registry: "fnn", "plain", "resnet".
+"""Model families of docs/method.md §3 behind a timm-like registry: "fnn", "plain", "resnet".
 
 Every model is a :class:`BlockNet`: ``probe_points(kind)``, ``block_names()``, ``block_info()``,
 ``lesioned(indices)``, ``without_blocks(indices)``, ``arch()`` (see ARCHITECTURE.md).

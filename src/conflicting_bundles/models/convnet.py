@@ -1,4 +1,4 @@
-"""Plain (VGG-like) and residual conv nets in the ResNet-18/34 layout of METHOD.md §3.
+"""Plain (VGG-like) and residual conv nets in the ResNet-18/34 layout of docs/method.md §3.
 
 stem Conv7x7/2 (64 ch) + BN + ReLU [+ MaxPool3x3/2 if the image width > 50]
 -> stages a, b, c, d (64/128/256/512 ch, times width_mult) of blocks
@@ -9,7 +9,7 @@ The first block of a stage changes channels and stride even when earlier stages 
 (as in the reference, each stage's first block is built with stride 2). resnet: identity skip,
 1x1 stride-s conv + BN projection on blocks whose stride is 2 or whose channels change; ReLU
 after the add. All convs carry a bias, the projection conv too: with that the counts match
-METHOD.md's sanity figures (plain-120: 64,830,474; resnet-120: 65,005,194 trainable
+the figures of docs/method.md §3 (plain-120: 64,830,474; resnet-120: 65,005,194 trainable
 parameters for 3x32x32 input and 10 classes); without the projection bias resnet-120 has 896
 fewer.
 
@@ -45,7 +45,7 @@ __all__ = [
 
 STAGES = ("a", "b", "c", "d")
 BASE_CHANNELS = (64, 128, 256, 512)
-# Depth naming: layers = 2 x blocks + 2 (METHOD.md §3).
+# Depth naming: layers = 2 x blocks + 2 (docs/method.md §3).
 BLOCKS_FOR_LAYERS: dict[int, tuple[int, int, int, int]] = {
     4: (1, 0, 0, 0),
     10: (1, 1, 1, 1),
@@ -117,7 +117,7 @@ def _he_normal_(w: torch.Tensor) -> None:
 
 
 def scaled_branch(inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-    """Probe transform of METHOD.md §2 for residual blocks; ``inputs = (branch, c1, c2)``:
+    """Probe transform of docs/method.md §2 for residual blocks; ``inputs = (branch, c1, c2)``:
     the branch (second BN's output, before the add) times 1/sqrt(var(c1) + 1e-6) *
     1/sqrt(var(c2) + 1e-6), with c1, c2 the raw conv outputs and var the population variance
     over the whole batch tensor (a scalar)."""

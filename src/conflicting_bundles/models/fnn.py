@@ -1,4 +1,5 @@
-"""Fully connected network of METHOD.md §3: flatten -> depth x [Linear(width) + ReLU] -> Linear(C).
+"""Fully connected network of docs/method.md §3:
+flatten -> depth x [Linear(width) + ReLU] -> Linear(C).
 
 Init follows the reference (Keras): hidden weights He-uniform (U(+-sqrt(6/fan_in)), i.e.
 ``kaiming_uniform_`` for ReLU), zero biases; the output layer uses Keras' default Dense init,

@@ -113,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"measure_samples must be >= 0, got {self.measure_samples}.")
         for name in ("train_limit", "test_limit"):
             v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ValueError(f"{name} must be an integer (or None), got {v!r}.")
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 (or None for the whole split), got {v}.")
         if self.amp not in (None, "bf16"):

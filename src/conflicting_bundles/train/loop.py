@@ -144,6 +144,12 @@ def _train_locked(config, callbacks, model, optimizer_state, resume, device, inf
     world, main = distributed.world_size(), distributed.is_main()
     run_dir = Path(config.out)
     ckpt = runs.load_checkpoint(run_dir, "last", map_location="cpu") if resume else None
+    if ckpt is not None and config.epochs < int(ckpt["epoch"]):
+        raise ValueError(
+            f"{run_dir} has completed {int(ckpt['epoch'])} epochs; --epochs {config.epochs} would "
+            f"shrink it. Resume with --epochs {int(ckpt['epoch'])} or more, or start a new run "
+            "in another --out."
+        )
     train_ds, val_ds, test_ds = load_splits(config)
 
     seed_everything(config.seed)  # before the model is built: the init is a function of seed
@@ -210,8 +216,8 @@ def _train_locked(config, callbacks, model, optimizer_state, resume, device, inf
         if not state.resumed:
             state.row["epoch_time"] = time.perf_counter() - t0
             state.metrics.append(state.row)
-            recorder.rows(state, state.row)
             recorder.checkpoint(state, best, is_best=False)  # epoch 0: something to resume from
+            recorder.rows(state, state.row)
             log(config, epoch_line(state.row, config.epochs))
         state.row = None
         while not state.stopped and state.epoch < config.epochs:
@@ -225,8 +231,10 @@ def _train_locked(config, callbacks, model, optimizer_state, resume, device, inf
             call_hooks(callbacks, "on_epoch_end", state)
             row["epoch_time"] += time.perf_counter() - row.pop("_t0")
             state.metrics.append(row)
-            recorder.rows(state, row)
+            # Checkpoints before the metric files: a kill in between leaves rows one epoch
+            # behind the checkpoint (a resume rewrites them), never an epoch without one.
             recorder.checkpoint(state, best, is_best)
+            recorder.rows(state, row)
             state.row = None
             log(config, epoch_line(row, config.epochs))
         if state.stopped:

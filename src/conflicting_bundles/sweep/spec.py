@@ -1,10 +1,17 @@
-SPEC_FILE = "sweep.json"
-RESULTS_CSV = "results.csv"
-TRIALS_DIR = "trials"
+"""The sweep spec: what a sweep YAML holds, read with clear errors for what is wrong in it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .registry import kind_names
+
 SPEC_KEYS = ("kind", "base", "grid", "resources", "retries", "out")
 
 
-# ------------------------------------------------------------------------------------ spec
 @dataclass
 class Resources:
     """What one trial reserves on the Ray cluster (fractions allowed, e.g. gpus: 0.5)."""
@@ -37,9 +44,11 @@ class SweepSpec:
                 f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(SPEC_KEYS)}."
             )
         if "kind" not in d:
-            raise ValueError(f"{source}: `kind` is missing; one of {', '.join(KINDS)}.")
-        if d["kind"] not in KINDS:
-            raise ValueError(f"{source}: unknown kind {d['kind']!r}; one of {', '.join(KINDS)}.")
+            raise ValueError(f"{source}: `kind` is missing; one of {', '.join(kind_names())}.")
+        if d["kind"] not in kind_names():
+            raise ValueError(
+                f"{source}: unknown kind {d['kind']!r}; one of {', '.join(kind_names())}."
+            )
         base = d.get("base") or {}
         if not isinstance(base, dict):
             raise ValueError(f"{source}: `base` must be a mapping (the config of every trial).")
@@ -91,4 +100,3 @@ def load_spec(path: str | Path) -> SweepSpec:
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
     return SweepSpec.from_dict(_numbers(d), source=str(path))
-

@@ -103,7 +103,11 @@ def plan(spec: SweepSpec) -> list[Trial]:
     kind = get_kind(spec.kind)
     out = Path(spec.out).expanduser().resolve()
     keys = list(spec.grid)
-    combos = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*spec.grid.values())]
+    combos = []
+    for vals in itertools.product(*spec.grid.values()):  # a repeated grid value runs once
+        params = dict(zip(keys, vals, strict=True))
+        if params not in combos:
+            combos.append(params)
     names = [trial_name(p) for p in combos]
     trials = []
     for params, name in zip(combos, names, strict=True):
@@ -113,4 +117,3 @@ def plan(spec: SweepSpec) -> list[Trial]:
         config = kind.build(spec, params)
         trials.append(Trial(name, params, config, str(out / TRIALS_DIR / name)))
     return trials
-

@@ -35,8 +35,11 @@ class TrialKind:
     row: Callable[[Trial], dict]
     metrics: tuple[str, ...] = ()
     plot: Callable[..., None] | None = None
+    is_finished: Callable[[Trial], bool] | None = None  # default: final_file exists
 
     def finished(self, trial: Trial) -> bool:
+        if self.is_finished is not None:
+            return self.is_finished(trial)
         return (Path(trial.dir) / self.final_file).is_file()
 
 
@@ -54,11 +57,18 @@ def register_kind(kind: TrialKind, *, replace: bool = False) -> TrialKind:
     return kind
 
 
+def _builtin() -> None:
+    """The built-in kinds register themselves on import (kinds.py imports the producers)."""
+    from . import kinds  # noqa: F401
+
+
 def kind_names() -> list[str]:
+    _builtin()
     return list(KINDS)
 
 
 def get_kind(name: str) -> TrialKind:
+    _builtin()
     if name not in KINDS:
         raise ValueError(f"unknown sweep kind {name!r}; one of {', '.join(KINDS)}.")
     return KINDS[name]

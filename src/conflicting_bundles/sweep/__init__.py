@@ -24,4 +24,31 @@ summary table (mean +- std over seeds when ``seed`` is a grid key).
 
 Ray: ``ray_address=None`` starts a local instance (stopped at the end); "auto" or "host:port"
 joins a running cluster, whose nodes must all see ``out`` (and the data) at the same path.
+
+Modules: spec (SweepSpec, load_spec), registry (Trial, TrialKind, register_kind), plan (trials
+and where grid values land), kinds (the built-in kinds), executors (serial, worker processes,
+Ray; shared with grid.py), results (summary over seeds, plot), runner (run_sweep).
 """
+
+from .executors import execute
+from .plan import plan
+from .registry import KINDS, Trial, TrialKind, get_kind, register_kind
+from .results import SweepResult, summarize_results
+from .runner import run_sweep
+from .spec import Resources, SweepSpec, load_spec
+
+__all__ = [
+    "KINDS",
+    "Resources",
+    "SweepResult",
+    "SweepSpec",
+    "Trial",
+    "TrialKind",
+    "execute",
+    "get_kind",
+    "load_spec",
+    "plan",
+    "register_kind",
+    "run_sweep",
+    "summarize_results",
+]

@@ -1,0 +1,88 @@
+"""What a lesion study measures, and what it returns."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ..metric import Criterion
+
+# Every criterion is computed for every block (cheap at N = 64); only ``flag_criteria`` also get
+# the group curves (a few hundred forward passes each). docs/method.md §9 names these resolutions.
+DEFAULT_CRITERIA = (
+    "reference",
+    "raw",
+    "coarse:16",
+    "coarse:256",
+    "coarse:1024",
+    "rel:0.001",
+    "rel:0.01",
+)
+ALL = "-"  # the criterion column of the "all" group, which does not depend on any criterion
+
+
+@dataclass
+class LesionConfig:
+    """What the study measures. ``flag_criteria`` decide the groups (the reference criterion by
+    default; "all" = every criterion in ``criteria``); every output names its criterion."""
+
+    repeats: int = 15
+    samples: int = 64  # first N non-augmented training samples for the bundle metric
+    max_k: int | None = None  # largest lesion set; None = every lesionable block
+    seed: int = 0
+    criteria: tuple[str, ...] = DEFAULT_CRITERIA
+    flag_criteria: tuple[str, ...] = ("reference",)
+    kind: str | None = None  # probe kind; None = the model's default (resnet: "branch")
+    lr: float = 1e-3  # the training lr and batch size enter the reference transform
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    tolerance_pts: float = 1.0  # "no significant loss": less than this many accuracy points
+    test_limit: int | None = None  # first n test samples (lesion_run); None = the whole split
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.samples < 2:
+            raise ValueError(
+                f"repeats must be >= 1 and samples >= 2, got {self.repeats}, {self.samples}."
+            )
+        if self.max_k is not None and self.max_k < 1:
+            raise ValueError(f"max_k must be >= 1 (or None for all blocks), got {self.max_k}.")
+        if not self.tolerance_pts > 0:
+            raise ValueError(f"tolerance_pts must be > 0 points, got {self.tolerance_pts}.")
+        crits = [Criterion.parse(c).name for c in self.criteria]
+        flags = list(self.flag_criteria)
+        if flags == ["all"]:
+            flags = crits
+        flags = [Criterion.parse(c).name for c in flags]  # ValueError names a bad one
+        if not flags:
+            raise ValueError("flag_criteria is empty: give at least one criterion, e.g. reference.")
+        # A flag criterion needs its per-block entropies: add it to the measured criteria.
+        self.criteria = tuple(dict.fromkeys(crits + flags))
+        self.flag_criteria = tuple(dict.fromkeys(flags))
+
+
+@dataclass
+class LesionResult:
+    """base_acc_pct: test accuracy (%) of the intact model; blocks: one row per block; curves:
+    one row per (criterion, group, k); corr: one row per conflict signal; summary: the JSON."""
+
+    base_acc_pct: float
+    blocks: list[dict]
+    curves: list[dict]
+    corr: list[dict]
+    summary: dict = field(default_factory=dict)
+
+
+class Group(str, enum.Enum):
+    """The lesion groups: blocks a criterion flags, the ones it does not, every lesionable
+    block, and the position-matched controls of the flagged ones."""
+
+    CONFLICTING = "conflicting"
+    NON_CONFLICTING = "non-conflicting"
+    ALL = "all"
+    POSITION_MATCHED = "position-matched"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+GROUPS = tuple(g.value for g in Group)

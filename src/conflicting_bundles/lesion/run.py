@@ -1,0 +1,89 @@
+"""lesion_run: the study on a training run directory, its outputs written."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .. import runs
+from .cache import CACHE_FILE
+from .config import LesionConfig, LesionResult
+from .outputs import print_lesion, write_outputs
+from .study import lesion_study
+
+
+def lesion_run(
+    run_dir: str | Path,
+    cfg: LesionConfig,
+    out: str | Path | None = None,
+    *,
+    checkpoint: str = "last",
+    data_dir: str | None = None,
+    device: str = "cpu",
+    threads: int | None = 1,
+    progress: bool = True,
+    report: bool = True,
+) -> LesionResult:
+    """The study on a training run directory's model (arch.json + checkpoint; an auto-tune
+    folder stands for its final step): the run's dataset, training subset (train_limit), lr and
+    batch size; writes every output into ``out`` (default RUN_DIR/lesion, locked while the
+    study runs), prints the tables and builds report.html."""
+    from ..autotune import final_run_dir
+    from ..data import iterate, load_dataset
+    from ..train import TrainConfig, resolve_device
+
+    run_dir = final_run_dir(run_dir)  # an auto-tune folder stands for its final step
+    tc = TrainConfig.from_dict(runs.load_config(run_dir))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    model, ckpt = runs.load_model(run_dir, checkpoint, map_location=dev)
+    # the run's lr and batch size, as the metric requires, and its probe kind unless given
+    cfg = dataclasses.replace(
+        cfg, lr=tc.lr, batch_size=tc.batch_size, kind=cfg.kind or tc.measure_kind
+    )
+    data_dir = data_dir or tc.data_dir
+    train_ds = load_dataset(tc.dataset, "train", data_dir, limit=tc.train_limit)
+    test_ds = load_dataset(tc.dataset, "test", data_dir, limit=cfg.test_limit)
+    if len(train_ds) < cfg.samples:
+        raise ValueError(
+            f"the run trained on {len(train_ds)} samples; --samples {cfg.samples} is more."
+        )
+    train_xy = next(iterate(train_ds, cfg.samples, shuffle=False, augment=False, device=dev))
+    test_xy = next(iterate(test_ds, len(test_ds), shuffle=False, augment=False, device=dev))
+    out = Path(out) if out is not None else run_dir / "lesion"
+    with runs.locked(out, "cbundles lesion"):  # one study per folder (the cache is shared)
+        return _study(
+            run_dir, out, model, ckpt, tc, cfg, train_xy, test_xy, checkpoint, progress, report
+        )
+
+
+def _study(run_dir, out, model, ckpt, tc, cfg, train_xy, test_xy, checkpoint, progress, report):
+    res = lesion_study(model, train_xy, test_xy, cfg, out / CACHE_FILE, progress)
+    res.summary.update(
+        run_dir=str(run_dir),
+        checkpoint=checkpoint,
+        epoch=int(ckpt["epoch"]),
+        dataset=tc.dataset,
+        model=runs.load_arch(run_dir),
+        # train.py's figure (a fraction, mean of the last epochs on the run's test subset)
+        run_test_acc_pct=pct_or_none(
+            runs.load_summary(run_dir).get("test_acc")
+            if (run_dir / runs.SUMMARY).exists()
+            else None
+        ),
+    )
+    write_outputs(res, out)
+    if progress:
+        print_lesion(res)
+    if report:
+        from ..report import build_report
+
+        build_report(out)
+    return res
+
+
+def pct_or_none(v: float | None) -> float | None:
+    return None if v is None else 100.0 * v

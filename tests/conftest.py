@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny synthetic training config factory and a run-directory path.
+
+Every test gets a default timeout from pyproject.toml (pytest-timeout); markers: ``slow``,
+``subprocess`` (and others declared there)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests share the machine: one thread per process unless a test sets more.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def tiny_config():
+    """tiny_config(out, **overrides) -> TrainConfig: a 3x16 FNN on 256 synthetic samples,
+    2 epochs, no TensorBoard, no progress output."""
+    from conflicting_bundles.train import TrainConfig
+
+    def make(out, **kw):
+        base = dict(
+            model="fnn",
+            model_kwargs={"width": 16, "depth": 3},
+            dataset="synthetic",
+            epochs=2,
+            train_limit=256,
+            test_limit=64,
+            out=str(out),
+            progress=False,
+            tensorboard=False,
+        )
+        return TrainConfig(**{**base, **kw})
+
+    return make
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A path for one run directory (not created)."""
+    return tmp_path / "run"
