@@ -34,6 +34,7 @@ METHODS = [
     "conflict-at-init",
     "fixed",
     "random",
+    "conflict-at-init@calibrated",
 ]
 FIELDS = (
     "method",
@@ -80,12 +81,14 @@ def split_of(dataset: str, seed: int) -> str:
 
 
 def jobs(args) -> list[tuple[str, str, int]]:
+    """(start, dataset, seed), seed by seed: a run cut short misses whole seeds, not starts."""
     out = []
-    for name in starts(args.quick):
+    names = list(starts(args.quick))
+    for name in names:
         seeds = [0] if (args.quick or name.startswith("plain")) else args.seeds
         for ds in args.datasets:
             out.extend((name, ds, s) for s in seeds)
-    return out
+    return sorted(out, key=lambda j: (j[2], names.index(j[0]), args.datasets.index(j[1])))
 
 
 def run_job(job: tuple[str, str, int], methods: list[str], quick: bool) -> list[dict]:

@@ -17,8 +17,10 @@ degraded nets flagged (recall), false alarms (flagged among healthy nets), misse
 
 Outputs: experiments/results/detector/cells.csv (one row per cell x criterion),
 tuning.csv / heldout.csv (one row per criterion), detector.json, report.html.
-Work directories (checkpoints) under --work (not committed). Every step is resumable: cells
-already in cells.csv are not measured again unless --force.
+Work directories (checkpoints) under --work (not committed). Every step is resumable: trained
+cells are skipped (run_grid), measured cells are cached in cells.json and not measured again
+unless --force. The recipe is the seed-0 map's (5 epochs, first 20,000 training samples, first
+5,000 test samples); seed 0 is retrained here only to keep its checkpoints.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
-from conflicting_bundles.grid import GridConfig, run_grid
+from conflicting_bundles import runs
+from conflicting_bundles.calibrated import RADIUS, angular_margin
+from conflicting_bundles.data import ArrayDataset, iterate, load_dataset
+from conflicting_bundles.grid import GridConfig, cell_dir, run_grid
+from conflicting_bundles.metric import Criterion, weight_amplitude
+from conflicting_bundles.probes import Probe, resolve_points
+from conflicting_bundles.report import html_table, print_table, write_html
+from conflicting_bundles.train import evaluate
 
 WIDTHS = (5, 10, 15, 25, 50, 100)
 DEPTHS = (1, 2, 5, 10, 20, 50)
@@ -92,8 +102,167 @@ def main() -> None:
         cmd_eval(args)
 
 
-def cmd_eval(args: argparse.Namespace) -> None:  # filled in below
-    raise NotImplementedError
+def split_of(dataset: str, seed: int) -> str:
+    return "tuning" if f"{dataset}:{seed}" in TUNING else "held-out"
+
+
+def measure_cell(run_dir: Path, x: torch.Tensor, y: torch.Tensor, val, num_classes: int) -> dict:
+    """Accuracies of one cell and every criterion on its last hidden layer (x: (N, 1, 28, 28)
+    training samples, y: (N,) labels)."""
+    model, _ = runs.load_model(run_dir)
+    s = runs.load_summary(run_dir)
+    cfg = runs.load_config(run_dir)
+    _, val_acc = evaluate(model, val, "cpu")
+    point = resolve_points(model, None, None)[-1]
+    acts: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), Probe(model, [point], on_activation=acts.__setitem__):
+        model(x)
+    a = acts[point.name].reshape(len(y), -1).float()  # (N, width)
+    w_max = weight_amplitude(model)
+    out = {
+        "test_acc_pct": 100.0 * s["test_acc"],
+        "val_acc_pct": 100.0 * val_acc,
+        "layer": point.name,
+        "angular_margin": angular_margin(a, y),
+        "criteria": {},
+    }
+    for c in CRITERIA:
+        st = Criterion.parse(c).stats(
+            a, y, num_classes=num_classes, w_max=w_max, lr=cfg["lr"], batch_size=cfg["batch_size"]
+        )
+        out["criteria"][c] = {"entropy": st.entropy, "num_bundles": st.num_bundles}
+    return out
+
+
+def label_degraded(cells: list[dict], acc_key: str) -> None:
+    """degraded: accuracy more than DEGRADED_POINTS below the best net of the same width."""
+    best: dict[int, float] = {}
+    for c in cells:
+        best[c["width"]] = max(best.get(c["width"], -1.0), c[acc_key])
+    for c in cells:
+        c["accuracy_used"] = acc_key
+        c["best_same_width_pct"] = best[c["width"]]
+        c["degraded"] = c[acc_key] < best[c["width"]] - DEGRADED_POINTS
+
+
+def detector_rows(cells: list[dict]) -> list[dict]:
+    """One row per criterion: flagged degraded nets, false alarms, misses."""
+    rows = []
+    for crit in CRITERIA:
+        deg = [c for c in cells if c["degraded"]]
+        ok = [c for c in cells if not c["degraded"]]
+        hit = sum(c["criteria"][crit]["entropy"] > 0 for c in deg)
+        fa = sum(c["criteria"][crit]["entropy"] > 0 for c in ok)
+        rows.append(
+            {
+                "criterion": crit,
+                "nets": len(cells),
+                "degraded": len(deg),
+                "flagged_degraded": hit,
+                "flagged_pct": 100.0 * hit / len(deg) if deg else None,
+                "misses": len(deg) - hit,
+                "healthy": len(ok),
+                "false_alarms": fa,
+                "false_alarm_pct": 100.0 * fa / len(ok) if ok else None,
+                "meets_target": bool(deg and ok and hit / len(deg) >= 0.9 and fa / len(ok) <= 0.1),
+            }
+        )
+    return rows
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    cache_path = res / "cells.json"
+    cache = {} if args.force or not cache_path.is_file() else runs.read_json(cache_path)
+    for ds, seed in parse_grids(args.grids):
+        gcfg = grid_config(ds, seed, args)
+        full = load_dataset(ds, "train")
+        val = ArrayDataset(
+            full.images[-VAL_SAMPLES:], full.labels[-VAL_SAMPLES:], full.num_classes, full.name
+        )
+        x, y = next(iterate(full, args.samples, shuffle=False, augment=False))
+        for w in WIDTHS:
+            for d in DEPTHS:
+                key = f"{ds}:{seed}:w{w}-d{d}"
+                run_dir = cell_dir(gcfg.out, w, d)
+                if key in cache or not (run_dir / runs.SUMMARY).is_file():
+                    continue
+                m = measure_cell(run_dir, x, y, val, full.num_classes)
+                cache[key] = {"dataset": ds, "seed": seed, "width": w, "depth": d, **m}
+                runs.write_json(cache_path, cache)  # after every cell: resumable
+        print(f"[{ds} seed {seed}] measured", flush=True)
+    write_tables(list(cache.values()), res, args)
+
+
+def write_tables(cells: list[dict], res: Path, args: argparse.Namespace) -> None:
+    samples = args.samples
+    flat, tables = [], {}
+    for split, acc_key in (("tuning", "val_acc_pct"), ("held-out", "test_acc_pct")):
+        part = [c for c in cells if split_of(c["dataset"], c["seed"]) == split]
+        for ds, seed in sorted({(c["dataset"], c["seed"]) for c in part}):
+            label_degraded([c for c in part if (c["dataset"], c["seed"]) == (ds, seed)], acc_key)
+        tables[split] = detector_rows(part) if part else []
+        for c in part:
+            for crit, st in c["criteria"].items():
+                flat.append(
+                    {
+                        "split": split,
+                        **{k: v for k, v in c.items() if k != "criteria"},
+                        "criterion": crit,
+                        "entropy": st["entropy"],
+                        "num_bundles": st["num_bundles"],
+                        "flagged": st["entropy"] > 0,
+                    }
+                )
+        by_ds = {}
+        for ds in sorted({c["dataset"] for c in part}):
+            by_ds[ds] = detector_rows([c for c in part if c["dataset"] == ds])
+        tables[f"{split}-by-dataset"] = by_ds
+    runs.write_csv(res / "cells.csv", flat)
+    runs.write_csv(res / "tuning.csv", tables["tuning"])
+    runs.write_csv(res / "heldout.csv", tables["held-out"])
+    meta = {
+        "samples": samples,
+        "degraded": f"accuracy < best net of the same width - {DEGRADED_POINTS} points "
+        "(tuning: validation accuracy; held-out: test accuracy)",
+        "tuning_grids": list(TUNING),
+        "grid": {
+            "widths": WIDTHS,
+            "depths": DEPTHS,
+            "epochs": args.epochs,
+            "train_limit": args.train_limit,
+            "test_limit": args.test_limit,
+            "validation": f"the last {VAL_SAMPLES} training samples",
+        },
+        "calibrated_radius": RADIUS,
+        "tables": tables,
+    }
+    runs.write_json(res / "detector.json", meta)
+    cols = ["criterion", "degraded", "flagged_degraded", "misses", "healthy", "false_alarms"]
+    for split in ("tuning", "held-out"):
+        print_table(
+            tables[split],
+            cols + ["meets_target"],
+            title=f"detector table, {split} nets ({samples} samples)",
+            console=Console(width=120),
+        )
+    cal = next((r for r in tables["held-out"] if r["criterion"] == "calibrated"), None)
+    headline = "No held-out nets measured yet."
+    if cal:
+        headline = (
+            f"calibrated on held-out nets: {cal['flagged_degraded']}/{cal['degraded']} degraded "
+            f"nets flagged, {cal['false_alarms']}/{cal['healthy']} false alarms "
+            f"(target >= 90% flagged, <= 10% false alarms: "
+            f"{'met' if cal['meets_target'] else 'NOT met'})."
+        )
+    sections = [
+        ("Held-out nets (test accuracy)", html_table(tables["held-out"])),
+        ("Tuning nets: MNIST seed 0 (validation accuracy)", html_table(tables["tuning"])),
+    ]
+    for ds, rows in tables["held-out-by-dataset"].items():
+        sections.append((f"Held-out, {ds} only", html_table(rows)))
+    write_html(res / "report.html", "Detector table", sections, headline=headline, raw=meta)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Width x depth map of FNNs (METHOD.md §7) on MNIST and Fashion-MNIST, CPU-sized.
+"""Width x depth map of FNNs (docs/method.md §7) on MNIST and Fashion-MNIST, CPU-sized.
 
     .venv/bin/python experiments/grid_fnn.py                    # ~25 min on one core
     .venv/bin/python experiments/grid_fnn.py --workers 2        # when both cores are free

@@ -1,4 +1,4 @@
-"""Lesion study (METHOD.md §6) on CPU-sized residual nets, on MNIST and Fashion-MNIST.
+"""Lesion study (docs/method.md §6) on CPU-sized residual nets, on MNIST and Fashion-MNIST.
 
     .venv/bin/python experiments/lesion_resnet.py                       # ~35 min on one core
     .venv/bin/python experiments/lesion_resnet.py --datasets mnist --epochs 1 \\

@@ -150,6 +150,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_grid_workers_die_with_their_parent(tmp_path):
     """kill -9 of the grid's process (the OOM killer, say): its worker processes exit too."""
     out = tmp_path / "g"

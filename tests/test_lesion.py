@@ -129,7 +129,7 @@ def test_no_flagged_block_still_writes_everything_and_says_so(run_dir, tmp_path)
     out = tmp_path / "les"
     cfg = LesionConfig(repeats=3, test_limit=200)
     res = lesion_run(run_dir, cfg, out, progress=False)
-    # margin > 1 guarantees reference entropy 0 (METHOD.md §9): nothing can be flagged
+    # margin > 1 guarantees reference entropy 0 (docs/method.md §9): nothing can be flagged
     assert all(b["margin"] > 1 for b in res.blocks)
     assert not any(b["flag[reference]"] for b in res.blocks)
     for name in OUTPUTS:

@@ -235,7 +235,7 @@ KINDS = {
     "autotune": (_autotune_dir, ["100 -> 42 blocks", "84k -> 47k parameters", "1.9x faster"]),
     "lesion": (_lesion_dir, ["flags 3 of 24 blocks", "94.2% test accuracy", "coarse:16: 11"]),
     "grid": (_grid_dir, ["1 of 4 nets", "20.0% with vs 61.0% without", "88.6%"]),
-    "sweep": (_sweep_dir, ["2 of 2 trials completed", "test_acc 0.9 ± 0.01"]),
+    "sweep": (_sweep_dir, ["2 of 2 trials completed", "test_acc 90.0% ± 1.0"]),
     "prune-compare": (_prune_dir, ["Unpruned 95.0%", "conflict 1, random 0"]),
 }
 
@@ -288,3 +288,13 @@ def test_build_report_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no result files"):
         build_report(tmp_path / "empty")
+
+
+def test_piped_tables_keep_full_names(capsys):
+    from conflicting_bundles.report import print_table
+
+    names = [f"dataset_column_with_a_long_name_{i}" for i in range(6)]
+    print_table([{n: "fashion-mnist-" + "x" * 20 for n in names}], title="wide")
+    out = capsys.readouterr().out
+    assert "…" not in out and all(n in out for n in names)
+    assert out.count("fashion-mnist-" + "x" * 20) == len(names)

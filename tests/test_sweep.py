@@ -1,5 +1,7 @@
-"""Sweeps: the YAML spec and its errors, where grid values land, and real sweeps on a local Ray
-instance (2 CPUs): two tiny training trials, resume without rerunning, retries and failures."""
+"""Sweeps: the YAML spec and its errors, where grid values land, the kind registry, serial sweeps
+of every kind (auto-tune: its real outcome and resume after a kill; lesion on an auto-tune
+folder; grid cells with grid.csv's columns), and real sweeps on a local Ray instance (2 CPUs):
+two tiny training trials, resume without rerunning, retries and failures."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from conflicting_bundles import runs
+from conflicting_bundles.autotune import AutotuneConfig, autotune
 from conflicting_bundles.cli import app
 from conflicting_bundles.sweep import (
     KINDS,
@@ -18,6 +22,7 @@ from conflicting_bundles.sweep import (
     TrialKind,
     load_spec,
     plan,
+    register_kind,
     run_sweep,
     summarize_results,
 )
@@ -125,6 +130,9 @@ def test_lesion_seed_repeats_training_and_lesion_draws(tmp_path):
         (SweepSpec("lesion", {}), "exactly one of `run`"),
         (SweepSpec("lesion", {"run": "/nonexistent"}), "holds no training run"),
         (SweepSpec("train", dict(TINY), {"model_kwargs": [3]}), "model_kwargs must be a dict"),
+        (SweepSpec("train", dict(TINY), {"width": ["five"]}), "width must be an integer"),
+        (SweepSpec("train", dict(TINY), {"train_limit": [1.5]}), "train_limit must be an int"),
+        (SweepSpec("train", dict(TINY), {"lr": ["abc"]}), "lr must be a number, got 'abc'"),
     ],
 )
 def test_plan_refuses_bad_trials_before_running(spec, match):
@@ -150,6 +158,89 @@ def test_summary_groups_over_seeds():
     assert s[0]["acc"] == pytest.approx(0.6) and s[0]["acc_std"] == pytest.approx(0.1)
     assert s[0]["blocks"] == "[1] | [2]"
     assert s[1]["completed"] == 0 and s[1]["acc"] is None
+
+
+def test_register_kind_refuses_a_taken_name():
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind(KINDS["train"])
+    assert register_kind(KINDS["train"], replace=True) is KINDS["train"]
+
+
+def test_a_repeated_grid_value_is_one_trial(tmp_path):
+    spec = SweepSpec("train", dict(TINY), {"seed": [0, 0, 1]}, out=str(tmp_path))
+    assert [t.name for t in plan(spec)] == ["seed-0", "seed-1"]
+
+
+# ------------------------------------------------------------------- serial sweeps of each kind
+QUIET = Console(quiet=True)
+AT_TRAIN = dict(TINY, model_kwargs={"width": 6, "depth": 12}, epochs=2, train_limit=256)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at one exact point."""
+
+
+def test_autotune_trials_resume_after_a_kill_and_report_their_outcome(tmp_path, monkeypatch):
+    spec = SweepSpec(
+        "autotune", {"check_epochs": 2, "train": AT_TRAIN}, {"seed": [0]}, out=str(tmp_path / "s")
+    )
+    real = runs.write_json
+
+    def write_json(path, obj):  # killed between step 0's decision.json and its summary.json
+        real(path, obj)
+        if str(path).endswith("step_000/decision.json"):
+            monkeypatch.setattr(runs, "write_json", real)
+            raise Killed(str(path))
+
+    monkeypatch.setattr(runs, "write_json", write_json)
+    with pytest.raises(Killed):
+        run_sweep(spec, serial=True, console=QUIET)
+    res = run_sweep(spec, serial=True, console=QUIET)  # resumed, not an "error" row
+    (row,) = res.rows
+    assert row["status"] == "completed" and not res.failed
+    direct = autotune(
+        AutotuneConfig(out=str(tmp_path / "d"), check_epochs=2, train={**AT_TRAIN, "seed": 0}),
+        console=QUIET,
+    )
+    assert row["final_blocks"] == str(direct.summary["final_blocks"])
+    assert row["test_acc"] == direct.test_acc and row["num_prunes"] == len(direct.steps) - 1
+    # a search whose step diverged is a failed trial, not "completed"
+    nan = dict(AT_TRAIN, lr=1e3, model_kwargs={"width": 10, "depth": 5})
+    bad = SweepSpec(
+        "autotune",
+        {"check_epochs": 1, "train": nan},
+        {"seed": [0]},
+        out=str(tmp_path / "nan"),
+    )
+    res = run_sweep(bad, serial=True, console=QUIET)
+    assert [r["status"] for r in res.rows] == ["diverged"] and res.failed
+
+
+def test_lesion_trials_on_an_auto_tune_folder(tmp_path):
+    at = tmp_path / "at"
+    direct = autotune(AutotuneConfig(out=str(at), check_epochs=2, train=AT_TRAIN), console=QUIET)
+    spec = SweepSpec(
+        "lesion",
+        {"run": str(at), "lesion": {"samples": 32}},
+        {"repeats": [1]},
+        out=str(tmp_path / "les"),
+    )
+    (t,) = plan(spec)
+    assert t.config["run"] == str((at / "steps" / f"step_{len(direct.steps) - 1:03d}").resolve())
+    res = run_sweep(spec, serial=True, console=QUIET)
+    (row,) = res.rows
+    assert row["status"] == "completed"
+    assert row["num_blocks"] == direct.final_arch["depth"]
+    s = json.loads((Path(t.dir) / "lesion_summary.json").read_text())
+    assert row["removable_all"] == s["removable_all_blocks"]["fraction_of_blocks"]
+
+
+def test_a_sweep_into_a_locked_folder_is_refused(tmp_path):
+    spec = SweepSpec("train", dict(TINY), {"seed": [0]}, out=str(tmp_path / "s"))
+    with runs.locked(tmp_path / "s", "another sweep"):
+        with pytest.raises(runs.RunInUseError, match="in use by pid"):
+            run_sweep(spec, serial=True, console=QUIET)
+    assert not (tmp_path / "s" / "trials").exists()
 
 
 # ------------------------------------------------------------------------------------ Ray
@@ -257,6 +348,10 @@ def test_cli_dry_run_serial_and_errors(tmp_path):
     rows = runs.read_csv(tmp_path / "g" / "results.csv")
     assert [(x["depth"], x["width"]) for x in rows] == [(1, 3), (2, 3)]
     assert all(isinstance(x["conflicting_init"], bool) for x in rows)
+    # the same cells as `cbundles grid`: grid.csv's columns, measure.csv, the heat map
+    cell = runs.read_csv(next((tmp_path / "g" / "trials").glob("depth-2*")) / "measure.csv")
+    assert len(cell) == 2 and {"test_acc_pct", "first_conflicting_layer"} <= set(rows[0])
+    assert (tmp_path / "g" / "sweep.png").is_file()
     bad = write_spec(tmp_path / "bad.yaml", "kind: train\ngrid: {lr: [-1]}\n")
     r = CliRunner().invoke(app, ["sweep", str(bad)])
     assert r.exit_code == 1 and "lr must be a positive number" in r.output

@@ -173,3 +173,73 @@ def test_cli_optimizer_and_val_split(tmp_path):
     r = runner.invoke(app, [*args, "--no-test-eval", "--out", str(tmp_path / "y"), "-q"])
     assert r.exit_code == 0, r.output
     assert runs.load_summary(tmp_path / "y")["test_acc"] is None
+
+
+# ------------------------------------------------------------------------------ user factory
+FACTORY_MODULE = '''
+from torch import nn
+from conflicting_bundles.probes import ProbePoint
+
+class Net(nn.Module):
+    def __init__(self, hidden, in_shape, num_classes):
+        super().__init__()
+        c, h, w = in_shape
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    def probe_points(self, kind=None):
+        return [ProbePoint("body", self.body)]
+
+def make_net(hidden=8, in_shape=(1, 28, 28), num_classes=10):
+    return Net(hidden, in_shape, num_classes)
+
+def plain(hidden=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+'''
+
+
+def test_user_model_factory_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "my_models_h4a.py").write_text(FACTORY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "r"
+    res = train(tiny(out, model="my_models_h4a:make_net", model_kwargs={"hidden": 12}))
+    assert res.status == "completed" and res.metrics[-1]["bundle_layer"] == "body"
+    arch = runs.load_arch(out)
+    assert arch["factory"] == "my_models_h4a:make_net" and arch["kwargs"]["hidden"] == 12
+    with pytest.raises(runs.RunDirError, match="--factory my_models_h4a:make_net"):
+        runs.load_model(out)  # never imported on the run directory's say-so
+    model, _ = runs.load_model(out, factory="my_models_h4a:make_net")
+    x = torch.randn(3, 1, 28, 28)
+    res.model.eval()
+    assert torch.equal(model(x), res.model(x))
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--resume", "--out", str(out), "--epochs", "3", "-q"])
+    assert r.exit_code == 1 and "pass --model my_models_h4a:make_net" in flat(r.output)
+    r = runner.invoke(
+        app, ["train", "--resume", "--out", str(out), "--epochs", "3", "-q", "-m", arch["factory"]]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["measure", str(out), "--samples", "32", "--factory", arch["factory"]])
+    assert r.exit_code == 0 and "body" in r.output, r.output
+
+
+def test_user_model_errors(tmp_path, monkeypatch):
+    (tmp_path / "my_models_h4b.py").write_text(FACTORY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="cannot import 'no_such_mod_h4'"):
+        train(tiny(tmp_path / "a", model="no_such_mod_h4:f"))
+    with pytest.raises(ValueError, match="has no 'nope'"):
+        train(tiny(tmp_path / "b", model="my_models_h4b:nope"))
+    with pytest.raises(ValueError, match="rejected the arguments"):
+        train(tiny(tmp_path / "e", model="my_models_h4b:plain", model_kwargs={"depth": 3}))
+    plain = dict(model="my_models_h4b:plain", model_kwargs={})
+    with pytest.raises(ValueError, match="declares no probe points.*--samples 0"):
+        train(tiny(tmp_path / "c", **plain))
+    res = train(tiny(tmp_path / "d", **plain, measure_samples=0))
+    assert res.status == "completed"
+    for name in "abce":
+        assert not (tmp_path / name).exists()

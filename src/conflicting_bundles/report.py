@@ -2,6 +2,9 @@
 
 Reads only files (CSV/JSON/PNG) so that a report can be regenerated without re-running anything:
 ``cbundles report RUN_DIR``. PNGs are embedded in the HTML, so report.html is one portable file.
+Every report has the same order: the headline (what was run, the answer), the plots, the tables
+(wide ones scroll), the raw JSON last and collapsed. What each kind of run directory shows is
+decided in report_kinds.py.
 """
 
 from __future__ import annotations
@@ -53,15 +56,18 @@ def print_table(
     title: str = "",
     console: Console | None = None,
 ) -> None:
-    """A rich table of dict rows in the terminal."""
-    console = console or Console()
+    """A rich table of dict rows in the terminal. Cells never end in "…": on a narrow terminal
+    they fold onto more lines, and piped output is as wide as the table needs."""
+    from .console import make_console
+
+    console = console or make_console()
     if not rows:
         console.print(f"{title}: (no rows)")
         return
     columns = list(columns or rows[0].keys())
     t = Table(title=title or None)
     for c in columns:
-        t.add_column(c, justify="right")
+        t.add_column(c, justify="right", overflow="fold")
     for r in rows:
         t.add_row(*(fmt(r.get(c)) for c in columns))
     console.print(t)
@@ -118,7 +124,7 @@ img{max-width:100%;border:1px solid #eee} .note{color:#555;font-size:13px}
 .headline{background:#eef6ee;border-left:5px solid #3a7d44;padding:.6em 1em;margin:1em 0;
 font-size:1.08em} .headline p{margin:.35em 0} .headline .what{color:#444;font-size:.92em}
 .plots{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
-.plots figure{margin:0;flex:0 1 520px;max-width:100%} .plots figure.wide{flex:1 1 100%}
+.plots figure{margin:0;flex:1 1 520px;max-width:100%} .plots figure.wide{flex:1 1 100%}
 .plots img{width:100%} figcaption{font-size:13px;color:#555;text-align:center}
 pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto}
 details{margin-top:2em} summary{cursor:pointer;font-weight:600}
@@ -155,15 +161,18 @@ def _png_width(data: bytes) -> int:
 
 
 def html_figures(paths: Sequence[Path]) -> str:
-    """PNGs side by side where they fit (two per row; wide ones take a row), each embedded
-    and captioned with its file name."""
+    """PNGs side by side where they fit (two per row; wide ones and a lone last one take a row,
+    up to their natural size), each embedded and captioned with its file name."""
     figs = []
     for p in paths:
         data = Path(p).read_bytes()
-        wide = ' class="wide"' if _png_width(data) > 900 else ""
+        width = _png_width(data)
+        wide = ' class="wide"' if width > 900 else ""
+        cap = f' style="max-width:{width}px"' if width else ""  # a lone plot: natural size
         src = base64.b64encode(data).decode()
         figs.append(
-            f'<figure{wide}><img alt="{html.escape(p.stem)}" src="data:image/png;base64,{src}">'
+            f'<figure{wide}{cap}><img alt="{html.escape(p.stem)}" '
+            f'src="data:image/png;base64,{src}">'
             f"<figcaption>{html.escape(p.name)}</figcaption></figure>"
         )
     return f'<div class="plots">{"".join(figs)}</div>'

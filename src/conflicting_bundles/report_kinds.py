@@ -77,6 +77,13 @@ def _num(v) -> str:
     return f"{v:.1f}" if isinstance(v, (int, float)) else "n/a"
 
 
+def _mean_std(metric: str, mean, std) -> str:
+    """ "65.5% ± 1.2" for accuracies (fractions), "0.123 ± 0.01" otherwise."""
+    if metric.endswith("_acc") and isinstance(mean, (int, float)):
+        return f"{pct(mean)} ± {100 * std:.1f}" if isinstance(std, (int, float)) else pct(mean)
+    return f"{fmt(mean)} ± {fmt(std)}"
+
+
 def _plural(n, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -205,10 +212,15 @@ def _lesion(d: Path) -> tuple[str, list[Path]]:
     )
     harm = c.get("single_harm_pts_mean", {})
     rem = s.get("removable_all_blocks", {})
+    tol = fmt(s.get("tolerance_pts"))
+    removable = (
+        f"even 1 random block costs more than {tol} pts on average"
+        if rem.get("k") == 0
+        else f"{rem.get('k', '?')} random blocks can go without losing more than {tol} pts"
+    )
     answer = (
         f"The {crit} criterion flags {c.get('num_flagged', '?')} of {s.get('num_blocks', '?')} "
-        f"blocks. Base {_acc(s, 'base_test_acc')} test accuracy; {rem.get('k', '?')} random "
-        f"blocks can go without losing more than {fmt(s.get('tolerance_pts'))} pts."
+        f"blocks. Base {_acc(s, 'base_test_acc')} test accuracy; {removable}."
     )
     answer += (
         "\nMean harm of removing one block (accuracy pts): "
@@ -277,7 +289,7 @@ def _sweep(d: Path) -> tuple[str, list[Path]]:
                     and not k.endswith("_std")
                     and f"{k}_std" not in g
                 )
-                + f": {metric} {fmt(g.get(metric))} ± {fmt(g.get(metric + '_std'))}"
+                + f": {metric} {_mean_std(metric, g.get(metric), g.get(metric + '_std'))}"
                 for g in groups[:6]
             )
     return f"{what}\n{answer}", [d / "sweep.png"]

@@ -286,20 +286,35 @@ def load_checkpoint(run_dir: str | os.PathLike, which: str = "last", map_locatio
         ) from e
 
 
-def load_model(run_dir: str | os.PathLike, which: str = "last", map_location="cpu"):
+def load_model(run_dir: str | os.PathLike, which: str = "last", map_location="cpu", factory=None):
     """The run's model rebuilt from arch.json with the weights of checkpoint ``which``, in
-    eval mode. Returns (model, checkpoint dict)."""
+    eval mode. Returns (model, checkpoint dict). A run trained with a user model factory
+    ("package.module:function") is rebuilt only when ``factory`` names it (an import path or
+    the callable): arch.json is never trusted to choose code to import."""
     from .models import create_model  # lazy: runs.py stays importable without the models
 
     arch = dict(load_arch(run_dir))
     ckpt = load_checkpoint(run_dir, which, map_location)
     name = arch.pop("name")
-    if name is None:
+    if name is None and factory is None:
+        if "factory" in arch:
+            raise RunDirError(
+                f"{run_dir} was trained with the model factory {arch['factory']}: name it to "
+                f"rebuild the model (--factory {arch['factory']}, or load_model(..., "
+                "factory=...)); a run directory is never trusted to choose code to import."
+            )
         raise RunDirError(
             f"{run_dir} was trained with a {arch.get('class', 'custom')} that is not a registered "
             "model: build it yourself and load_state_dict(load_checkpoint(run_dir)['model'])."
         )
-    model = create_model(name, **arch)
+    if name is None:
+        if isinstance(factory, str):
+            from .factory import import_factory
+
+            factory = import_factory(factory)
+        model = factory(**arch.get("kwargs", {}))
+    else:
+        model = create_model(name, **arch)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

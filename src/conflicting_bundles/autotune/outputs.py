@@ -169,7 +169,10 @@ def plots(out: Path, steps: list[dict]) -> None:
     acc = {}
     for s in steps:
         m = runs.read_csv(out / "steps" / f"step_{s['step']:03d}" / "metrics.csv")
-        acc[f"step {s['step']}"] = ([r["epoch"] for r in m], [r.get("test_acc") for r in m])
+        if any(r.get("test_acc") is not None for r in m):
+            acc[f"step {s['step']}"] = ([r["epoch"] for r in m], [r.get("test_acc") for r in m])
+    if not acc:  # every step diverged before a test accuracy
+        return
     plot_curves(
         acc,
         out / "accuracy.png",

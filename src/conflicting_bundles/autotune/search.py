@@ -13,7 +13,7 @@ from ..models import create_model
 from ..train import TrainConfig
 from .config import AutotuneConfig, resume_diff
 from .outputs import AutotuneResult, finish, write_steps
-from .state import SearchDir, SearchState, advance
+from .state import SearchDir, SearchState, advance, arch_blocks, num_blocks
 from .step import run_step
 
 
@@ -26,7 +26,13 @@ def _start_arch(base: TrainConfig) -> dict:
     from ..train import resolve_model_kwargs
 
     kw = resolve_model_kwargs(base.model, dict(base.model_kwargs), dataset_info(base.dataset))
-    return create_model(base.model, **kw).arch()
+    arch = create_model(base.model, **kw).arch()
+    if num_blocks(arch) < 1:
+        raise ValueError(
+            f"the start architecture has no blocks ({arch_blocks(arch)}): the search removes "
+            "blocks, so start with at least one (e.g. --start-blocks 3,12,41,3)."
+        )
+    return arch
 
 
 def open_search(
@@ -39,9 +45,13 @@ def open_search(
     out = store.out
     if out.exists() and not out.is_dir():
         raise runs.RunDirError(f"--out {out} is a file, not a directory.")
-    exists = store.state_path.exists()
-    if exists and not store.started():
-        exists = False  # a search that failed before training anything: start afresh
+    own = store.state_path.exists()
+    exists = own and store.started()  # else a search that failed before training: start afresh
+    if not own and store.owned_files() and not force:
+        raise runs.RunDirError(
+            f"{out} holds auto-tune files ({', '.join(p.name for p in store.owned_files())}) "
+            "but no autotune_state.json: pass --force to replace them, or choose another --out."
+        )
     if exists and not (resume or force):
         raise runs.RunDirError(
             f"{out} already holds an auto-tune run; pass --resume to continue it or --force to "
@@ -62,7 +72,7 @@ def open_search(
     arch = _start_arch(base)
     st = SearchState(config=cfg.to_dict(), start_arch=arch, arch=arch)
     if main:
-        if out.is_dir():
+        if out.is_dir() and (own or force):
             store.clear()
         out.mkdir(parents=True, exist_ok=True)
         store.save(st)

@@ -129,6 +129,11 @@ class SearchDir:
     def save(self, st: SearchState) -> None:
         runs.write_json(self.state_path, st.to_dict())
 
+    def owned_files(self) -> list[Path]:
+        """The files and folders of a search that exist in the folder."""
+        names = (STEPS_DIR, *OWNED_FILES)
+        return [self.out / n for n in names if (self.out / n).exists()]
+
     def clear(self) -> None:
         """Delete what a search wrote (steps/ and OWNED_FILES); the user's own files stay."""
         steps = self.out / STEPS_DIR

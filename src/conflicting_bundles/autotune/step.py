@@ -37,6 +37,9 @@ def repair_step(step_dir: Path) -> str | None:
         model = create_model(**runs.load_arch(step_dir))
         summary = summarize(list(ckpt["metrics"]), model, config, "stopped", stop_message(decision))
         summary["world_size"] = distributed.world_size()
+        best = ckpt.get("best") or {}
+        summary["best_checkpoint"] = {k: best.get(k) for k in ("metric", "value", "epoch")}
+        summary["total_time"] = summary.get("wall_time")  # the killed process's time is lost
         runs.write_json(step_dir / runs.SUMMARY, summary)
         return "completed"
     dec_path.unlink()

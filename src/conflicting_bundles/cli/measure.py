@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(None, help="Data directory (default: the run's)."),
         device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
         threads: int = typer.Option(None, help="torch threads."),
+        factory: str = typer.Option(
+            None,
+            help="For a run trained with a user model factory: its import path "
+            "package.module:function (never taken from the run directory).",
+        ),
         write: bool = typer.Option(
             True, "--write/--no-write", help="Write measure.csv into RUN_DIR (default: yes)."
         ),
@@ -58,6 +63,7 @@ def register(app: typer.Typer) -> None:
                 data_dir=None if data_dir is None else str(data_dir),
                 device=device,
                 write=False,
+                factory=factory,
             )
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e

@@ -30,7 +30,13 @@ def _default_out(model: str, kw: dict, dataset: str, seed: int) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        model: str = typer.Option(None, "--model", "-m", help="fnn, plain or resnet."),
+        model: str = typer.Option(
+            None,
+            "--model",
+            "-m",
+            help="fnn, plain, resnet, or your own factory as package.module:function "
+            "(its arguments via --arg KEY=VALUE).",
+        ),
         width: int = typer.Option(None, help="fnn: units per hidden layer."),
         depth: int = typer.Option(None, help="fnn: number of hidden layers."),
         layers: int = typer.Option(None, help="plain/resnet: depth 4,10,20,30,50,76,100,120."),
@@ -128,6 +134,12 @@ def register(app: typer.Typer) -> None:
                 if out is None:
                     raise error("--resume needs --out, the run directory to continue.")
                 cfg = TrainConfig.from_dict(load_config(out))
+                if ":" in cfg.model and model != cfg.model:
+                    raise error(
+                        f"{out} was trained with the model factory {cfg.model}: pass --model "
+                        f"{cfg.model} to resume it (code named by a run directory is never "
+                        "imported on its own)."
+                    )
                 model_kw = dict(cfg.model_kwargs)
                 if model is not None or width or depth or layers or blocks or width_mult or arg:
                     # Only to be checked against the stored run: train() refuses differences.
@@ -145,7 +157,8 @@ def register(app: typer.Typer) -> None:
                 cfg = TrainConfig(model=model, model_kwargs=kw, **given)
                 cfg.out = str(out) if out else _default_out(model, kw, cfg.dataset, cfg.seed)
             cfg.progress = not quiet
-            set_progress(progress)
+            if progress is not None:  # else keep `cbundles --progress/--no-progress`'s choice
+                set_progress(progress)
             result = train(cfg, resume=resume, force=force)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e

@@ -43,11 +43,23 @@ class Settings:
     autotune_epochs: int = 3
     autotune_steps: int = 3
     train_limit: int | None = None  # training images (None: the whole split)
+    train_epochs: int = 120  # at most; the budget usually stops the paper-scale runs earlier
+    per_step_s: float | None = None  # measured by the speed part (fp32 train()), used by scale
     started: float = field(default_factory=time.perf_counter)
 
     def left(self) -> float:
         """Seconds of the budget still left."""
         return self.budget_s - (time.perf_counter() - self.started)
+
+    def fit_limit(self, seconds: float, epochs: int, full: int = 60_000) -> int | None:
+        """Training images per epoch so that ``epochs`` epochs fit ``seconds`` (a multiple of
+        the batch, at least 10 batches); None when the whole split fits or nothing is known."""
+        if self.train_limit is not None or not self.per_step_s:
+            return self.train_limit
+        steps = seconds / (1.2 * epochs * self.per_step_s)  # 20% for evaluation and files
+        if steps * self.batch_size >= full:
+            return None
+        return max(10, int(steps)) * self.batch_size
 
     def record(self) -> dict:
         d = asdict(self)
@@ -77,6 +89,7 @@ def smoke_settings(out: Path, data_dir: str | None = None) -> Settings:
         autotune_epochs=1,
         autotune_steps=1,
         train_limit=256,
+        train_epochs=1,
     )
 
 

@@ -53,6 +53,10 @@ class GridConfig:
             setattr(self, name, tuple(sorted(set(vals))))
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}.")
+        for name in ("epochs", "samples", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ..runs import write_csv, write_json
 from .baselines import calibration_loss, output_features
 from .batches import attention_mask, first_inputs, split_batch
 from .discovery import run_model, to_device
-from .heal import evaluate, heal, logits_of, trainable_count
+from .heal import evaluate, heal, logits_of, parse_train, trainable_count
 from .loading import (
     ImagePrep,
     load_batches,
@@ -94,10 +94,17 @@ def _tokenizer(cfg: PruneConfig, base: dict | None):
         raise ValueError(f"no tokenizer at {path} ({e}); pass --tokenizer PATH.") from e
 
 
-def _data(cfg: PruneConfig, base: dict | None) -> tuple[list, list, Callable | None]:
-    """(score batches, evaluation batches, heal stream factory or None)."""
+def _check(cfg: PruneConfig) -> None:
+    """Fail before any loading on options that cannot work together."""
     if (cfg.dataset is None) == (cfg.text is None):
         raise ValueError("give exactly one of --dataset (images) or --text (a sentence file).")
+    if cfg.heal_steps and cfg.text is not None:
+        raise ValueError("--heal-steps needs an image --dataset (labelled training data).")
+    parse_train(cfg.heal_train)
+
+
+def _data(cfg: PruneConfig, base: dict | None) -> tuple[list, list, Callable | None]:
+    """(score batches, evaluation batches, heal stream factory or None)."""
     limit = cfg.n_samples if cfg.n_samples is not None else 256
     if cfg.text is not None:
         tok = _tokenizer(cfg, base)
@@ -216,6 +223,7 @@ def run_prune(cfg: PruneConfig, progress: Callable[[str], None] | None = None) -
     from ..report import html_image, html_table, write_html
 
     say = progress or (lambda _m: None)
+    _check(cfg)
     say(f"loading {cfg.model}")
     model, base = load_model(cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs)
     model.to(cfg.device)
@@ -243,6 +251,7 @@ def run_prune(cfg: PruneConfig, progress: Callable[[str], None] | None = None) -
             cfg.heal_lr,
             train=cfg.heal_train,
             example=example,
+            progress=say,
         )
         s["heal"] = {
             "train": cfg.heal_train,
@@ -294,6 +303,7 @@ def run_compare(cfg: PruneConfig, progress: Callable[[str], None] | None = None)
     compare.csv/.png/.json and report.html to ``cfg.out``. Returns the rows."""
     from ..report import html_image, html_table, write_html
 
+    _check(cfg)
     model, base = load_model(cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs)
     model.to(cfg.device)
     score_batches, test_batches, _ = _data(cfg, base)

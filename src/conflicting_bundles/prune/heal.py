@@ -122,6 +122,7 @@ def heal(
     weight_decay: float = 0.0,
     train: str = "all",
     example=None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[float]:
     """Fine-tune ``model`` in place for ``steps`` AdamW steps on ``batches`` of (x, y),
     cycling through them if they run out. Returns the loss of each step. The model is left in
@@ -130,7 +131,8 @@ def heal(
     train: "all" weights, or "head" / "head+last:N": only the head and the last N removable
       blocks (:func:`head_and_last`; needs ``example``, one input batch), the others frozen
       for the run and unfrozen afterwards. ``trainable_count(model, train, example)`` gives
-      the number of weights that moved (the healing budget beside ``steps``)."""
+      the number of weights that moved (the healing budget beside ``steps``).
+    progress: called with one line about every tenth of the steps."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
     if not lr > 0:
@@ -144,17 +146,26 @@ def heal(
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
     for p in frozen:  # no gradients computed for what does not move
         p.requires_grad_(False)
+    # Frozen BatchNorm layers keep their running statistics: they stay in eval mode.
+    still = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not any(id(p) in chosen for p in m.parameters())
+    ]
     try:
-        return _fit(model, batches, steps, opt, loss_fn)
+        return _fit(model, batches, steps, opt, loss_fn, still if frozen else [], progress)
     finally:
         for p in frozen:
             p.requires_grad_(True)
 
 
-def _fit(model, batches, steps, opt, loss_fn) -> list[float]:
+def _fit(model, batches, steps, opt, loss_fn, still: list[nn.Module], progress) -> list[float]:
     device = _device(model)
     losses: list[float] = []
     model.train()
+    for m in still:
+        m.eval()
     source = itertools.cycle(batches) if isinstance(batches, (list, tuple)) else batches
     it = iter(source)
     for _ in range(steps):
@@ -174,6 +185,8 @@ def _fit(model, batches, steps, opt, loss_fn) -> list[float]:
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        if progress and (len(losses) % max(1, steps // 10) == 0 or len(losses) == steps):
+            progress(f"heal step {len(losses)}/{steps}: loss {losses[-1]:.4f}")
     model.eval()
     return losses
 

@@ -31,6 +31,31 @@ def field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+def _type_error(name: str, annotation: str, v) -> str | None:
+    """Why ``v`` does not fit a field annotated ``annotation`` (int / float fields only)."""
+    kinds = {a.strip() for a in str(annotation).split("|")}
+    if v is None and "None" in kinds:
+        return None
+    number = not isinstance(v, bool) and isinstance(v, (int, float))
+    if kinds & {"int", "float"} and not kinds - {"int", "float", "None"}:
+        if "float" in kinds and number:
+            return None
+        if "int" in kinds and number and isinstance(v, int):
+            return None
+        what = "an integer" if "float" not in kinds else "a number"
+        return f"{name} must be {what}, got {v!r}."
+    return None
+
+
+def check_types(values: dict, annotations: dict[str, str], where: str) -> None:
+    """ValueError naming the first value that is not of its field's numeric type (a typo such
+    as ``width: five`` or ``train_limit: 1.5`` would only fail deep inside the trial)."""
+    for k, v in values.items():
+        why = _type_error(k, annotations[k], v) if k in annotations else None
+        if why:
+            raise ValueError(f"{where}: {why}")
+
+
 def check_model_kwargs(tcfg: dict, where: str) -> None:
     """Model arguments must be ones the model factory takes (a typo would only fail later, in
     the trial)."""
@@ -48,6 +73,7 @@ def check_model_kwargs(tcfg: dict, where: str) -> None:
             f"{where}: {', '.join(unknown)} is neither a config field nor an argument of model "
             f"{tcfg.get('model', 'fnn')!r} (its arguments: {', '.join(params)})."
         )
+    check_types(kw, {n: str(p.annotation) for n, p in params.items()}, where)
 
 
 def train_config(spec: SweepSpec, tcfg: dict, where: str) -> dict:
@@ -60,6 +86,7 @@ def train_config(spec: SweepSpec, tcfg: dict, where: str) -> dict:
     tcfg.setdefault("threads", max(1, int(spec.resources.cpus)))
     if tcfg.get("data_dir") is not None:
         tcfg["data_dir"] = str(Path(tcfg["data_dir"]).expanduser().resolve())
+    check_types(tcfg, {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}, where)
     try:
         TrainConfig.from_dict(tcfg).validate()
         dataset_info(tcfg.get("dataset", "mnist"))  # an unknown name fails here, not in a trial

@@ -3,6 +3,7 @@ optimizer, evaluation."""
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Iterable
 
@@ -13,7 +14,8 @@ from torch import nn
 
 from .. import distributed
 from ..data import ArrayDataset, iterate, load_dataset
-from ..models import model_signature
+from ..factory import import_factory, is_factory_path
+from ..models import create_model, model_signature
 from .config import EVAL_BATCH, OPTIMIZERS, TrainConfig
 
 
@@ -96,10 +98,28 @@ def w_max(model: nn.Module) -> float:
     return float(torch.stack(ps).max()) if ps else 0.0
 
 
+def build_model(name: str, kwargs: dict) -> nn.Module:
+    """A registered model (``create_model``) or a user factory's "package.module:function"."""
+    if not is_factory_path(name):
+        return create_model(name, **kwargs)
+    try:
+        model = import_factory(name)(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"model factory {name!r} rejected the arguments {kwargs}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model factory {name!r} returned a {type(model).__name__}, not a torch nn.Module."
+        )
+    return model
+
+
 def resolve_model_kwargs(name: str, kwargs: dict, info) -> dict:
     """Fill in the dataset's input shape and class count where the factory takes them and the
     caller did not give them."""
-    params = model_signature(name).parameters  # ValueError for unknown model names
+    if is_factory_path(name):
+        params = inspect.signature(import_factory(name)).parameters
+    else:
+        params = model_signature(name).parameters  # ValueError for unknown model names
     kw = dict(kwargs)
     shape_keys = ("in_shape", "in_channels", "image_size")
     if "in_shape" in params and not any(kw.get(k) is not None for k in shape_keys):
@@ -115,12 +135,18 @@ def resolve_model_kwargs(name: str, kwargs: dict, info) -> dict:
     return kw
 
 
-def arch_of(model: nn.Module) -> dict:
+def arch_of(model: nn.Module, factory: str | None = None, kwargs: dict | None = None) -> dict:
+    """arch.json: ``model.arch()`` when the model has it; else the class, and for a model built
+    by a user factory its import path and keyword arguments (runs.load_model rebuilds it only
+    when the caller names the factory again)."""
     fn = getattr(model, "arch", None)
     if callable(fn):
         return dict(fn())
-    # Any nn.Module can be trained, but only registry models can be rebuilt from arch.json.
-    return {"name": None, "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    # Any nn.Module can be trained, but only registry models are rebuilt from arch.json alone.
+    out = {"name": None, "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    if factory is not None and is_factory_path(factory):
+        out.update(factory=factory, kwargs=dict(kwargs or {}))
+    return out
 
 
 # ------------------------------------------------------------------------------------ data

@@ -12,10 +12,11 @@ from torch import nn
 
 from .. import distributed, runs
 from ..data import dataset_info
-from ..models import create_model
+from ..probes import resolve_points
 from ..rundir import RunDir, open_run
 from .components import (
     arch_of,
+    build_model,
     load_splits,
     make_optimizer,
     resolve_device,
@@ -154,13 +155,22 @@ def _train_locked(config, callbacks, model, optimizer_state, resume, device, inf
 
     seed_everything(config.seed)  # before the model is built: the init is a function of seed
     if model is None:
-        model = create_model(config.model, **config.model_kwargs)
+        model = build_model(config.model, config.model_kwargs)
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
             raise runs.RunDirError(
                 f"the checkpoint in {run_dir} does not fit the model: {e}"
+            ) from e
+    if config.measure_samples > 0:  # before anything is written: say what the model lacks
+        try:
+            resolve_points(model, None, config.measure_kind)
+        except ValueError as e:
+            raise ValueError(
+                f"{e} The bundle metric needs them: give the model a probe_points(kind=None) "
+                "method (see ARCHITECTURE.md, probe points), or train without the metric "
+                "(measure_samples=0, --samples 0)."
             ) from e
     model.to(device).train()
     if config.channels_last:
@@ -183,7 +193,7 @@ def _train_locked(config, callbacks, model, optimizer_state, resume, device, inf
                 rd.clear()
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_json(run_dir / runs.CONFIG, config.to_dict())
-        runs.write_json(run_dir / runs.ARCH, arch_of(model))
+        runs.write_json(run_dir / runs.ARCH, arch_of(model, config.model, config.model_kwargs))
 
     state = TrainState(
         config, model, optimizer, run_dir, device, train_ds, test_ds, info.num_classes

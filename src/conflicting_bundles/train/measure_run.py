@@ -8,8 +8,9 @@ import torch
 
 from .. import runs
 from ..data import iterate, load_dataset
+from ..measurespec import MeasureSpec
 from ..metric import Criterion, conflict_margin
-from ..probes import Probe, measure, resolve_points
+from ..probes import Probe, resolve_points
 from .components import resolve_device, split_validation, w_max
 from .config import TrainConfig
 
@@ -26,6 +27,7 @@ def measure_run(
     data_dir: str | None = None,
     device: str = "cpu",
     write: bool = True,
+    factory=None,
 ) -> list[dict]:
     """Measure a trained run's model (arch.json + checkpoint) the way training does: the first
     ``n_samples`` non-augmented training samples (outside its validation split), the run's lr
@@ -33,35 +35,27 @@ def measure_run(
     conflicting, margin, ...); ``margin`` = metric.conflict_margin (smallest max-norm distance
     between differently labelled samples over the resolution q). Writes measure.csv into the
     run unless ``write=False`` (an OSError then comes after the rows are computed: callers that
-    must not lose them pass write=False and write with runs.write_csv themselves)."""
+    must not lose them pass write=False and write with runs.write_csv themselves). factory:
+    the user model factory of a run trained with one (see runs.load_model)."""
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_dict(runs.load_config(run_dir))
     dev = resolve_device(device)
-    model, ckpt = runs.load_model(run_dir, checkpoint, map_location=dev)
-    crit = Criterion.parse(criterion or cfg.criterion)
+    model, ckpt = runs.load_model(run_dir, checkpoint, map_location=dev, factory=factory)
     ds = load_dataset(cfg.dataset, "train", data_dir or cfg.data_dir, limit=cfg.train_limit)
     ds, _ = split_validation(ds, cfg.val_split, cfg.val_seed)  # as training measured
     x, y = next(iterate(ds, n_samples, shuffle=False, augment=False, device=dev))  # (N, ...)
-    points = resolve_points(model, None, kind if kind is not None else cfg.measure_kind)
+    spec = MeasureSpec.from_config(cfg, n_samples=len(y), criterion=criterion, kind=kind)
+    crit = Criterion.parse(spec.criterion)
+    points = resolve_points(model, None, spec.kind)
     points = points if all_layers else points[-1:]
     w = w_max(model)
-    results = measure(
-        model,
-        [(x, y)],
-        points,
-        n_samples=len(y),
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        criterion=crit,
-        num_classes=ds.num_classes,
-        w_max=w,
-    )
+    results = spec.run(model, x, y, points, num_classes=ds.num_classes, w_max=w)
     margins: dict[str, float] = {}
     if margin:
         # One more forward; each activation is reduced to its margin at once, so memory stays
         # at one layer's activations however deep the model is.
         def on_act(name: str, a: torch.Tensor) -> None:
-            margins[name] = conflict_margin(a, y, w_max=w, lr=cfg.lr, batch_size=cfg.batch_size)
+            margins[name] = conflict_margin(a, y, w_max=w, lr=spec.lr, batch_size=spec.batch_size)
 
         with torch.no_grad(), Probe(model, points, on_activation=on_act):
             model(x)
@@ -78,6 +72,8 @@ def measure_run(
             "dim": r.dim,
             "criterion": crit.name,
             "w_max": w,
+            "lr": spec.lr,
+            "batch_size": spec.batch_size,
         }
         for r in results
     ]

@@ -11,7 +11,8 @@ from torch import nn
 
 from .. import distributed
 from ..data import iterate
-from ..probes import LayerResult, measure, resolve_points
+from ..measurespec import MeasureSpec
+from ..probes import LayerResult, resolve_points
 from .config import TrainConfig, TrainingDiverged
 
 
@@ -74,22 +75,17 @@ class TrainState:
         batch size and the model's current w_max. layers: "last" (the last probe point),
         "all" (every declared probe point) or anything ``probes.measure`` accepts. Runs on the
         calling rank only (no collectives): under torchrun wrap it in distributed.run_on_main."""
-        kind = kind if kind is not None else self.config.measure_kind
+        spec = self.measure_spec(n_samples=n_samples, criterion=criterion, kind=kind)
         if isinstance(layers, str) and layers in ("last", "all"):
-            points = resolve_points(self.model, None, kind)
+            points = resolve_points(self.model, None, spec.kind)
             layers = points[-1:] if layers == "last" else points
-            kind = None  # the points are resolved; measure's kind applies to named modules
-        return measure(
-            self.model,
-            [self.measure_batch(n_samples)],
-            layers,
-            kind=kind,
-            n_samples=n_samples or self.config.measure_samples or 64,
-            lr=self.config.lr,
-            batch_size=self.config.batch_size,
-            criterion=criterion or self.config.criterion,
-            num_classes=self.num_classes,
-        )
+        x, y = self.measure_batch(spec.n_samples)
+        return spec.run(self.model, x, y, layers, num_classes=self.num_classes)
+
+    def measure_spec(self, **overrides) -> MeasureSpec:
+        """The run's measurement context (lr, batch size, criterion, kind, samples), with
+        ``overrides`` (None keeps the run's value)."""
+        return MeasureSpec.from_config(self.config, **overrides)
 
 
 def call_hooks(callbacks, hook: str, state: TrainState) -> None:

@@ -1,0 +1,5 @@
+"""python -m conflicting_bundles.gpucheck"""
+
+from .cli import main
+
+raise SystemExit(main())
