@@ -145,6 +145,11 @@ def label_degraded(cells: list[dict], acc_key: str) -> None:
         c["degraded"] = c[acc_key] < best[c["width"]] - DEGRADED_POINTS
 
 
+def name(c: dict) -> str:
+    ds = {"mnist": "M", "fashion-mnist": "F"}.get(c["dataset"], c["dataset"])
+    return f"{ds}{c['seed']}:w{c['width']}-d{c['depth']}"
+
+
 def detector_rows(cells: list[dict]) -> list[dict]:
     """One row per criterion: flagged degraded nets, false alarms, misses."""
     rows = []
@@ -165,6 +170,10 @@ def detector_rows(cells: list[dict]) -> list[dict]:
                 "false_alarms": fa,
                 "false_alarm_pct": 100.0 * fa / len(ok) if ok else None,
                 "meets_target": bool(deg and ok and hit / len(deg) >= 0.9 and fa / len(ok) <= 0.1),
+                "missed": " ".join(name(c) for c in deg if not c["criteria"][crit]["entropy"] > 0),
+                "false_alarm_nets": " ".join(
+                    name(c) for c in ok if c["criteria"][crit]["entropy"] > 0
+                ),
             }
         )
     return rows

@@ -37,6 +37,7 @@ from conflicting_bundles.data import (
     mnist_wheel,
     preprocess,
     registry,
+    sources,
 )
 
 RNG = np.random.default_rng(0)
@@ -314,7 +315,7 @@ def test_cifar_download_extracts_archive(tmp_path, monkeypatch):
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setattr(registry, "download_url", lambda url, dest: _copy(archive, dest))
+    monkeypatch.setattr(sources, "download_url", lambda url, dest: _copy(archive, dest))
     ds = load_dataset("cifar10", "test", data_dir=tmp_path / "data", download=True)
     assert np.array_equal(ds.images.numpy(), data["test"][0])
 

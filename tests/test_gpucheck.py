@@ -40,6 +40,8 @@ def test_correctness_compares_every_case(smoke):
     assert meas["layers"] == 4 and meas["all_equal"] is True
     det = doc["epoch_determinism"]
     assert det["default"]["weights_equal"] is True and det["default"]["rows_equal"] is True
+    strict = det["deterministic_algorithms"]
+    assert strict["weights_equal"] is True and isinstance(strict["nondeterministic_ops"], list)
 
 
 def test_speed_has_every_configuration(smoke):
@@ -69,6 +71,17 @@ def test_scale_trains_lesions_and_autotunes(smoke):
     assert at["blocks_start"] == 4 and at["final_test_acc"] is not None
     assert isinstance(at["trigger_fired"], bool)
     assert doc["ddp"]["ran"] is False and "CUDA device" in doc["ddp"]["reason"]
+
+
+def test_scale_runs_are_sized_from_the_measured_step_time(tmp_path):
+    from conflicting_bundles.gpucheck import Settings
+
+    s = Settings(out=tmp_path, per_step_s=0.1)
+    assert s.fit_limit(seconds=10_000, epochs=1) is None  # 938 steps fit: the whole split
+    limit = s.fit_limit(seconds=60, epochs=2)  # 60 s / (1.2 * 2 * 0.1 s) = 250 steps
+    assert limit == 250 * 64
+    assert s.fit_limit(seconds=0.1, epochs=1) == 10 * 64  # never fewer than 10 batches
+    assert Settings(out=tmp_path).fit_limit(60, 1) is None  # nothing measured: whole split
 
 
 def test_unknown_part_is_a_clear_error(capsys):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conflicting_bundles import runs
-from conflicting_bundles.report import build_report, plot_curves, write_html
-from conflicting_bundles.report_kinds import detect_kind, pct, short_count
+from conflicting_bundles.report import build_report, pct, plot_curves, short_count, write_html
+from conflicting_bundles.report_kinds import detect_kind
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -230,6 +230,20 @@ def _prune_dir(d: Path) -> Path:
     return d
 
 
+def _search_dir(d: Path) -> Path:
+    res = [
+        {"method": "autotune", "size": 42, "params": 46535, "start_params": 84235,
+         "val_acc": 0.66, "test_acc": 0.655, "epochs": 5, "wall_s": 120.0},
+        {"method": "fixed", "size": 2, "params": 20000, "start_params": 84235,
+         "val_acc": 0.5, "test_acc": 0.49, "epochs": 5, "wall_s": 30.0},
+    ]  # fmt: skip
+    start = {"label": "fnn 25x100", "dataset": "mnist", "seed": 0, "budget": {"epochs": 5}}
+    runs.write_json(d / "search.json", {"start": start, "results": res})
+    runs.write_csv(d / "search.csv", res)
+    _png(d / "search_cost.png")
+    return d
+
+
 KINDS = {
     "train": (_train_dir, ["65.5% test accuracy", "84k parameters", "optimizer adam", "2 min"]),
     "autotune": (_autotune_dir, ["100 -> 42 blocks", "84k -> 47k parameters", "1.9x faster"]),
@@ -237,6 +251,7 @@ KINDS = {
     "grid": (_grid_dir, ["1 of 4 nets", "20.0% with vs 61.0% without", "88.6%"]),
     "sweep": (_sweep_dir, ["2 of 2 trials completed", "test_acc 90.0% ± 1.0"]),
     "prune-compare": (_prune_dir, ["Unpruned 95.0%", "conflict 1, random 0"]),
+    "search": (_search_dir, ["validation accuracy: autotune", "84k -> 47k", "65.5% test"]),
 }
 
 

@@ -176,7 +176,7 @@ def test_cli_optimizer_and_val_split(tmp_path):
 
 
 # ------------------------------------------------------------------------------ user factory
-FACTORY_MODULE = '''
+FACTORY_MODULE = """
 from torch import nn
 from conflicting_bundles.probes import ProbePoint
 
@@ -198,7 +198,7 @@ def make_net(hidden=8, in_shape=(1, 28, 28), num_classes=10):
 
 def plain(hidden=8):
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-'''
+"""
 
 
 def test_user_model_factory_by_import_path(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ reports can say so.
 
 Grouping is exact (see :func:`group_rows`, in rowgroups.py): 64-bit row hashes propose groups,
 every proposed group is verified element by element, and a sort-based refinement takes over on a
-hash collision. All-distinct rows cost one 16-column block, duplicated rows about three memory
+hash collision. All-distinct rows cost 64 sampled columns, duplicated rows about three memory
 passes; the reference's O(N^2 D) loop is only in the tests/benchmarks.
 """
 

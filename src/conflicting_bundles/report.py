@@ -23,14 +23,17 @@ from .runs import atomic_write_text
 
 __all__ = [
     "build_report",
+    "duration",
     "fmt",
     "html_figures",
     "html_headline",
     "html_image",
     "html_raw",
     "html_table",
+    "pct",
     "plot_curves",
     "print_table",
+    "short_count",
     "write_html",
 ]
 
@@ -48,6 +51,37 @@ def fmt(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(fmt(x) for x in v) + "]"
     return "" if v is None else str(v)
+
+
+def pct(value, percent: bool = False) -> str:
+    """An accuracy as "65.5%": ``value`` is a fraction unless ``percent`` (a *_pct field)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return "n/a"
+    return f"{value if percent else 100 * value:.1f}%"
+
+
+def short_count(n) -> str:
+    """84211 -> "84k", 1_200_000 -> "1.2M"."""
+    if not isinstance(n, (int, float)):
+        return "n/a"
+    if abs(n) >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if abs(n) >= 1e4:
+        return f"{n / 1e3:.0f}k"
+    if abs(n) >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return str(int(n))
+
+
+def duration(s) -> str:
+    """Seconds as "8.2 s", "14 min" or "2.1 h"."""
+    if not isinstance(s, (int, float)):
+        return "n/a"
+    if s < 120:
+        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def print_table(

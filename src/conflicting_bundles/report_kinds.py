@@ -9,17 +9,17 @@ run); anything else found is still shown, after the known files.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report import fmt, plot_curves
+from .report import duration, fmt, pct, plot_curves, short_count
 from .runs import read_csv
 
-__all__ = ["RunReport", "describe_run", "detect_kind", "pct", "short_count"]
+__all__ = ["RunReport", "describe_run", "detect_kind"]
 
 _MAX_RAW_BYTES = 400_000  # JSON files larger than this are left out of the raw section
+_TIME_KEYS = ("total_time", "wall_time", "train_time")  # the first present is reported
 _SKIP_JSON = ("autotune_state.json", "lesion_cache.json", "steps.json")
 
 
@@ -36,36 +36,6 @@ class RunReport:
 
 
 # ------------------------------------------------------------------------------- formatting
-def pct(value, percent: bool = False) -> str:
-    """An accuracy as "65.5%": ``value`` is a fraction unless ``percent`` (a *_pct field)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        return "n/a"
-    return f"{value if percent else 100 * value:.1f}%"
-
-
-def short_count(n) -> str:
-    """84211 -> "84k", 1_200_000 -> "1.2M"."""
-    if not isinstance(n, (int, float)):
-        return "n/a"
-    if abs(n) >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if abs(n) >= 1e4:
-        return f"{n / 1e3:.0f}k"
-    if abs(n) >= 1e3:
-        return f"{n / 1e3:.1f}k"
-    return str(int(n))
-
-
-def _duration(s) -> str:
-    if not isinstance(s, (int, float)):
-        return "n/a"
-    if s < 120:
-        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
 def _acc(d: dict, key: str) -> str:
     """d[key + '_pct'] (percent) or d[key] (fraction), formatted."""
     if d.get(f"{key}_pct") is not None:
@@ -125,7 +95,7 @@ def _train(d: Path) -> tuple[str, list[Path]]:
             f"{_acc(s, 'test_acc')} test accuracy (best {_acc(s, 'best_test_acc')} at epoch "
             f"{s.get('best_epoch', '?')}), {short_count(s.get('params'))} parameters; "
             f"{s.get('epochs_completed', '?')} epochs in "
-            f"{_duration(s.get('wall_time', s.get('train_time')))}"
+            f"{duration(next((s[k] for k in _TIME_KEYS if s.get(k) is not None), None))}"
             + ("" if status == "completed" else f" (status: {status})")
             + "."
         )
@@ -194,7 +164,7 @@ def _autotune(d: Path) -> tuple[str, list[Path]]:
         answer += f", {b0 / b1:.1f}x faster at batch 64 ({b0:.3g} -> {b1:.3g} ms)"
     answer += (
         f"; {_plural(s.get('num_prunes'), 'prune')}, {_plural(s.get('total_epochs'), 'epoch')} in "
-        f"{_duration(s.get('wall_time_s'))}."
+        f"{duration(s.get('wall_time_s'))}."
     )
     plots = [d / f for f in ("depth.png", "accuracy.png", "prune_entropy.png")]
     return f"{what}\n{answer}", plots
@@ -350,12 +320,37 @@ def _prune(d: Path) -> tuple[str, list[Path]]:
     return "\n".join(lines), [d / "compare.png"]
 
 
+def _search(d: Path) -> tuple[str, list[Path]]:
+    s = _json(d / "search.json")
+    start, results = s.get("start", {}), s.get("results", [])
+    budget = start.get("budget", {})
+    lines = [
+        f"Run: search from {start.get('label', '?')} on {start.get('dataset', '?')}, seed "
+        f"{start.get('seed', '?')}, {budget.get('epochs', '?')} epochs per training."
+    ]
+    scored = [r for r in results if isinstance(r.get("val_acc"), (int, float))]
+    if scored:
+        b = max(scored, key=lambda r: r["val_acc"])
+        lines.append(
+            f"Best by validation accuracy: {b.get('method')} -> size {b.get('size')}, "
+            f"{short_count(b.get('start_params'))} -> {short_count(b.get('params'))} parameters, "
+            f"{_acc(b, 'test_acc')} test accuracy, {b.get('epochs')} epochs."
+        )
+    for r in results:
+        lines.append(
+            f"{r.get('method')}: size {r.get('size')}, {short_count(r.get('params'))} "
+            f"parameters, {_acc(r, 'test_acc')} test, {duration(r.get('wall_s'))}."
+        )
+    return "\n".join(lines), sorted(d.glob("search_*.png"))
+
+
 _KINDS: dict[str, tuple[str, Callable[[Path], tuple[str, list[Path]]]]] = {
     "autotune": ("autotune.json", _autotune),
     "lesion": ("lesion_summary.json", _lesion),
     "grid": ("grid_summary.json", _grid),
     "sweep": ("sweep.json", _sweep),
     "prune": ("prune.json", _prune),
+    "search": ("search.json", _search),
     "prune-compare": ("compare.csv", _prune),
     "train": ("metrics.csv", _train),
 }
@@ -366,6 +361,7 @@ _TABLES = {
     "lesion": ("lesion_curves.csv", "lesion_blocks.csv", "lesion_corr.csv", "train_metrics.csv"),
     "grid": ("grid.csv",),
     "sweep": ("results.csv",),
+    "search": ("search.csv",),
     "prune": ("compare.csv",),
     "prune-compare": ("compare.csv",),
 }

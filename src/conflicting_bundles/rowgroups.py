@@ -3,24 +3,26 @@
 Imports torch only. :func:`group_rows` partitions the rows of ``transform(a)`` by exact
 equality (-0.0 == 0.0) in two stages:
 
-1. *Raw stage*, on the bits of ``a`` (no transform): a 64-bit hash of the first 16 columns
-   splits the rows into candidate groups; rows alone in their group are settled (a different
-   hash proves a different row). Every other row is then compared bit for bit with its group's
-   first row over all columns, in cache-sized row chunks (one XOR + count per element). Groups
-   with a mismatch are re-split by a hash of the whole row and verified again; only if the
-   whole-row hash collides too (probability ~2^-60 per pair) do their rows fall back to the
-   sort-based column-block refinement (:func:`refine_sorted`).
+1. *Raw stage*, on the bits of ``a`` (no transform): a 64-bit hash of 64 sampled columns
+   (8 runs of 8, see :func:`sample_segments`) splits the rows into candidate groups; rows
+   alone in their group are settled (a different hash proves a different row). Every other
+   row is then compared bit for bit with its group's first row over all columns, in
+   cache-sized row chunks (one XOR + count per element). Groups with a mismatch are re-split
+   by a hash of the whole row and verified again; only if the whole-row hash collides too
+   (probability ~2^-60 per pair) do their rows fall back to the sort-based column-block
+   refinement (:func:`refine_sorted`).
 2. *Transform stage*: an element-wise transform maps bitwise-equal rows to equal rows, so only
    one representative row per raw group is transformed (and -0.0 made +0.0) and grouped the
    same way; the raw groups are merged accordingly.
 
 Hashes only ever propose groups; every group the result contains has been checked element by
-element, so the partition is exact whatever the hash does. All-distinct data costs one
-16-column block; duplicated data about three memory passes over the input.
+element, so the partition is exact whatever the hash does. All-distinct data costs the 64
+sampled columns; duplicated data about three memory passes over the input.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import torch
@@ -31,16 +33,17 @@ __all__ = ["first_appearance_ids", "group_rows", "group_rows_exact", "refine_sor
 CHUNK_BYTES = 64 * 2**20
 #: Row-chunk size (bytes of float32 input) for hashing and verification: fits in L2/L3.
 VERIFY_BYTES = 2 * 2**20
-#: Row-chunk size (bytes of int64 temporaries) for the prefix hash: small temporaries are
-#: reused by malloc instead of being page-faulted in afresh.
-HASH_BYTES = 256 * 2**10
-#: Columns hashed to propose the first groups.
-PREFIX = 16
+#: Columns hashed to propose the first groups: SEGMENTS runs of SEGMENT contiguous columns, the
+#: first at column 0 and the others at fixed pseudo-random places, so that rows equal on a
+#: leading stretch (ReLU zeros, padding) are still told apart by the first hash.
+SEGMENT, SEGMENTS = 8, 8
 
-# load(rows, c0, c1, out=None) -> (len(rows), c1 - c0) int32 bits of those rows and columns;
-# when rows is a tensor, a new tensor (or ``out``, a buffer it may fill to avoid page faults).
+# load(rows, c0, c1, out=None, cols=None) -> (len(rows), c1 - c0) int32 bits of those rows and
+# columns (or of the columns ``cols``, a sorted index tensor); when rows is a tensor, a new
+# tensor (or ``out``, a buffer it may fill to avoid page faults).
 Loader = Callable[..., torch.Tensor]
-_MULTIPLIERS: dict[tuple[str, int], torch.Tensor] = {}
+_MULTIPLIERS: dict[str, torch.Tensor] = {}  # device -> table, grown in blocks of _BLOCK
+_BLOCK = 4096
 
 
 def first_appearance_ids(inverse: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -56,20 +59,28 @@ def first_appearance_ids(inverse: torch.Tensor, num_groups: int) -> torch.Tensor
 
 
 def _multipliers(d: int, device: torch.device) -> torch.Tensor:
-    """(d,) int64 odd multipliers, the same for every call (fixed seed) on every device."""
-    key = (str(device), d)
-    if key not in _MULTIPLIERS:
-        g = torch.Generator().manual_seed(0x5EED_B0D1E5)
-        r = torch.randint(-(2**62), 2**62, (d,), generator=g, dtype=torch.int64) * 2 + 1
-        _MULTIPLIERS[key] = r.to(device)
-    return _MULTIPLIERS[key]
+    """(>= d,) int64 odd multipliers, column j's always the same (block b of 4096 columns comes
+    from its own fixed seed), on every device."""
+    key = str(device)
+    have = _MULTIPLIERS.get(key)
+    if have is None or have.numel() < d:
+        blocks = []
+        for b in range(-(-d // _BLOCK)):
+            g = torch.Generator().manual_seed(0x5EED_B0D1E5 + b)
+            blocks.append(torch.randint(-(2**62), 2**62, (_BLOCK,), generator=g) * 2 + 1)
+        _MULTIPLIERS[key] = have = torch.cat(blocks).to(device)
+    return have
 
 
-def row_hash(bits: torch.Tensor, col0: int = 0) -> torch.Tensor:
-    """64-bit hash of each row of ``bits`` ((m, w) int32, columns col0..col0+w of the full
-    rows): sum_j bits_j * r_j (mod 2^64) with fixed odd multipliers r. Linear, so hashes of
-    column blocks add up to the hash of the whole row. Returns (m,) int64."""
-    r = _multipliers(col0 + bits.shape[1], bits.device)[col0:]
+def row_hash(bits: torch.Tensor, col0: int = 0, cols: torch.Tensor | None = None) -> torch.Tensor:
+    """64-bit hash of each row of ``bits`` ((m, w) int32): sum_j bits_j * r_j (mod 2^64) with
+    fixed odd multipliers r of the columns the block holds (col0..col0+w of the full rows, or
+    ``cols``). Linear, so hashes of column blocks add up to the hash of the whole row.
+    Returns (m,) int64."""
+    if cols is None:
+        r = _multipliers(col0 + bits.shape[1], bits.device)[col0 : col0 + bits.shape[1]]
+    else:
+        r = _multipliers(int(cols.max()) + 1, bits.device)[cols]
     return (bits.to(torch.int64) * r).sum(dim=1)
 
 
@@ -166,12 +177,24 @@ def refine_sorted(load: Loader, rows: torch.Tensor, d: int, block_bytes: int) ->
     return gid
 
 
+def sample_segments(d: int) -> list[tuple[int, int]]:
+    """The column ranges [c0, c1) the first hash reads: all of a short row, else SEGMENTS runs
+    of SEGMENT columns (column 0 and fixed pseudo-random offsets, the same for every call)."""
+    if d <= SEGMENT * SEGMENTS:
+        return [(0, d)]
+    starts = list(range(SEGMENT, d - SEGMENT + 1, SEGMENT))
+    picked = random.Random(d).sample(starts, min(len(starts), SEGMENTS - 1))
+    return [(c, c + SEGMENT) for c in sorted([0, *picked])]
+
+
 def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.Tensor, int]:
     """Exact partition of m rows of d int32 columns read through ``load``.
     Returns (ids (m,) numbered by first appearance, number of groups)."""
-    w0 = min(PREFIX, d)
-    step = max(1, min(HASH_BYTES, bb) // (8 * w0))
-    h = torch.cat([row_hash(load(slice(s, s + step), 0, w0)) for s in range(0, m, step)])
+    cols = torch.cat([torch.arange(c0, c1) for c0, c1 in sample_segments(d)]).to(device)
+    step = max(1, min(VERIFY_BYTES, bb) // (8 * cols.numel()))
+    h = torch.cat(
+        [row_hash(load(slice(s, s + step), 0, d, cols=cols), cols=cols) for s in range(0, m, step)]
+    )  # (m,): the hash of the sampled columns
     gid, counts = _split(torch.zeros(m, dtype=torch.int64, device=device), h)
     num = counts.numel()
     pending = torch.nonzero(counts[gid] > 1).flatten()  # rows that share a proposed group
@@ -185,7 +208,7 @@ def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.
             break
         dirty = torch.unique(gid[pending[bad]])
         members = pending[torch.isin(gid[pending], dirty)]
-        if rounds == 0:  # the prefix hash was not enough: hash whole rows
+        if rounds == 0:  # the sampled columns were not enough: hash whole rows
             sub, cnt = _split(gid[members], _hash_rows(load, members, members.numel(), d, bb))
         else:  # the whole-row hash collided: exact sort-based refinement
             sub = refine_sorted(load, members, d, bb)
@@ -197,6 +220,13 @@ def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.
     _, gid = torch.unique(gid, return_inverse=True)
     g = int(gid.max()) + 1
     return first_appearance_ids(gid, g), g
+
+
+def pick(x: torch.Tensor, rows: torch.Tensor | slice, cols: torch.Tensor) -> torch.Tensor:
+    """x[rows][:, cols] without copying whole rows: (len(rows), len(cols))."""
+    if isinstance(rows, slice):
+        return x[rows].index_select(1, cols)
+    return x[rows[:, None], cols[None, :]]
 
 
 def group_rows_exact(
@@ -211,9 +241,12 @@ def group_rows_exact(
     if n == 1 or d == 0:
         zero = torch.zeros(n, dtype=torch.int64, device=dev)
         return zero, 1, zero[:1]
-    raw = a.view(torch.int32) if a.dtype == torch.float32 else a.to(torch.float32).view(torch.int32)
+    a = a if a.dtype == torch.float32 else a.to(torch.float32)  # the metric is on float32
+    raw = a.view(torch.int32)
 
-    def load_raw(idx, c0: int, c1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    def load_raw(idx, c0: int, c1: int, out=None, cols=None) -> torch.Tensor:
+        if cols is not None:
+            return pick(raw, idx, cols)
         if isinstance(idx, slice):
             return raw[idx, c0:c1]
         if (c0, c1) != (0, d):
@@ -224,10 +257,10 @@ def group_rows_exact(
     reps = torch.full((g_raw,), n, dtype=torch.int64, device=dev)
     reps.scatter_reduce_(0, raw_ids, torch.arange(n, device=dev), reduce="amin")  # increasing
 
-    def load_t(idx, c0: int, c1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    def load_t(idx, c0: int, c1: int, out=None, cols=None) -> torch.Tensor:
         if g_raw < n:  # representative i is row reps[i] of a: no copy of the rows
             idx = reps[idx]
-        blk = a[idx, c0:c1]
+        blk = a[idx, c0:c1] if cols is None else pick(a, idx, cols)
         if transform is not None:
             blk = transform(blk).to(torch.float32)
         return (blk + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0

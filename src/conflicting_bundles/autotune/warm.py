@@ -4,6 +4,7 @@ optimizer state (RAdam moments, Lookahead slow weights)."""
 from __future__ import annotations
 
 import copy
+import pickle
 from pathlib import Path
 
 import torch
@@ -47,10 +48,13 @@ def load_decision_state(prev_dir: Path) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if isinstance(e, pickle.UnpicklingError):  # not torch's advice to load it unsafely
+            why = "it holds more than tensors and plain values; loading it could run code"
+        else:
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise runs.RunDirError(
-            f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            "); it holds the weights a warm restart continues from. Start the search over "
-            "with --force (or in another --out)."
+            f"cannot read {path} ({why}); it holds the weights a warm restart continues from. "
+            "Start the search over with --force (or in another --out)."
         ) from e
     if not isinstance(saved, dict) or not {"model", "optimizer"} <= set(saved):
         raise runs.RunDirError(f"{path} is not a decision state (model + optimizer).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
 
 import typer
@@ -15,6 +17,43 @@ from .common import FNN_MODELS, error, model_kwargs, os_error_message
 # Old private names, kept until the other command modules import from .common.
 _error = error
 _model_kwargs = model_kwargs
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _write_report(run_dir: Path, console) -> None:
+    """report.html + accuracy/bundle plots; a failure here never loses the finished run."""
+    from ..report import build_report
+
+    try:
+        path = build_report(run_dir)
+    except (OSError, ValueError) as e:
+        make_console(stderr=True).print(
+            f"warning: no report.html ({escape(str(e))}); the run itself is complete. Retry "
+            f"with `cbundles report {escape(str(run_dir))}`.",
+            highlight=False,
+        )
+        return
+    console.print(f"report: {escape(str(path))}", highlight=False)
 
 
 def _default_out(model: str, kw: dict, dataset: str, seed: int) -> str:
@@ -95,6 +134,9 @@ def register(app: typer.Typer) -> None:
             "--progress/--no-progress",
             help="Progress bars (default: only on a terminal; TQDM_DISABLE=1 turns them off).",
         ),
+        report: bool = typer.Option(
+            True, "--report/--no-report", help="Write report.html and plots (default: yes)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     ) -> None:
         """Train a network (RAdam + Lookahead, docs/method.md §4); bundle metrics per epoch.
@@ -159,11 +201,17 @@ def register(app: typer.Typer) -> None:
             cfg.progress = not quiet
             if progress is not None:  # else keep `cbundles --progress/--no-progress`'s choice
                 set_progress(progress)
-            result = train(cfg, resume=resume, force=force)
+            with _sigterm_as_interrupt():  # `kill PID` stops as cleanly as Ctrl-C
+                result = train(cfg, resume=resume, force=force)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e
         except OSError as e:
             run = Path(out or cfg.out)
+            if e.filename and not _inside(Path(str(e.filename)), run):
+                raise error(
+                    f"{e.filename}: {e.strerror or e}. Check --data-dir and the other paths "
+                    "you gave."
+                ) from e
             if (run / "checkpoints" / "last.pt").is_file():
                 then = f"continue with `cbundles train --resume --out {run}`"
             else:
@@ -182,6 +230,8 @@ def register(app: typer.Typer) -> None:
         from ..distributed import is_main
 
         console = make_console(quiet=not is_main())  # under torchrun only rank 0 prints
+        if report and is_main():
+            _write_report(result.run_dir, console)
         if result.status == "diverged":
             raise error(result.message)
         if result.status == "stopped":

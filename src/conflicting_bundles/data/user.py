@@ -24,7 +24,7 @@ import torch
 
 from .common import ArrayDataset, DatasetError, load_npz, save_npz
 from .imagefolder import IMAGE_SUFFIXES, letterbox
-from .registry import DatasetInfo, Source
+from .sources import SPLITS, DatasetInfo, Source
 
 __all__ = ["FOLDER_PREFIX", "FolderSource", "MemorySource", "from_torch", "user_source"]
 
@@ -264,7 +264,7 @@ def from_torch(
     recipe: preprocessing/augmentation recipe (augment.RECIPES): default "gray" for one
     channel, "cifar" otherwise (standardise; crop, flip, brightness when augmenting).
     """
-    from .registry import SPLITS, list_datasets
+    from .registry import list_datasets
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -137,32 +138,40 @@ def _one_epoch(s: Settings, device: torch.device, out: Path) -> tuple[dict, list
 
 
 def determinism(s: Settings, device: torch.device) -> dict:
+    """Two one-epoch runs, twice: PyTorch's defaults, then deterministic algorithms in
+    warn-only mode (so the run completes and every op without a deterministic kernel is
+    named in ``nondeterministic_ops``)."""
     out: dict = {}
     with tempfile.TemporaryDirectory() as d:
         for mode in ("default", "deterministic_algorithms"):
             prev = torch.are_deterministic_algorithms_enabled()
             try:
-                torch.use_deterministic_algorithms(mode != "default")
+                torch.use_deterministic_algorithms(mode != "default", warn_only=True)
 
                 def pair(mode=mode) -> dict:
-                    w1, r1 = _one_epoch(s, device, Path(d) / f"{mode}-a")
-                    w2, r2 = _one_epoch(s, device, Path(d) / f"{mode}-b")
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        w1, r1 = _one_epoch(s, device, Path(d) / f"{mode}-a")
+                        w2, r2 = _one_epoch(s, device, Path(d) / f"{mode}-b")
+                    ops = sorted({str(w.message).split(" does not have")[0] for w in caught
+                                  if "deterministic" in str(w.message)})  # fmt: skip
                     diff = [k for k in w1 if not torch.equal(w1[k], w2[k])]
                     return {
                         "weights_equal": not diff,
                         "tensors_differing": diff[:10],
                         "num_tensors_differing": len(diff),
                         "rows_equal": r1 == r2,
+                        "nondeterministic_ops": ops,
                     }
 
                 attempt(out, mode, pair)
             finally:
                 torch.use_deterministic_algorithms(prev)
     out["note"] = (
-        "PyTorch defaults allow non-deterministic cuDNN/cuBLAS kernels (e.g. the backward of "
-        "convolutions and index_add/scatter with atomics); use_deterministic_algorithms(True) "
-        "with CUBLAS_WORKSPACE_CONFIG=:4096:8 either gives bitwise equal runs or raises where "
-        "an op has no deterministic implementation (the error is recorded above)."
+        "PyTorch defaults allow non-deterministic cuDNN/cuBLAS kernels (e.g. convolution "
+        "backward, atomics in scatter/index_add/bincount). The second pair runs under "
+        "use_deterministic_algorithms(True, warn_only=True) with CUBLAS_WORKSPACE_CONFIG="
+        ":4096:8; nondeterministic_ops lists the ops PyTorch has no deterministic kernel for."
     )
     return out
 

@@ -39,7 +39,7 @@ from .state import BundleMeter, TrainState, call_hooks
 from .summary import epoch_line, log, new_row, print_summary, summarize
 
 # Everything `train` writes into a run directory: --force removes exactly these.
-TRAIN_OWNED = (*runs.RUN_FILES, *runs.RUN_DIRS, "report.html")
+TRAIN_OWNED = (*runs.RUN_FILES, *runs.RUN_DIRS, "report.html", "accuracy.png", "bundles.png")
 
 
 def describe_run(run_dir: Path) -> str:
@@ -167,9 +167,14 @@ def _train_locked(config, callbacks, model, optimizer_state, resume, device, inf
         try:
             resolve_points(model, None, config.measure_kind)
         except ValueError as e:
+            fix = (
+                "use a model with at least one block or hidden layer"
+                if callable(getattr(model, "probe_points", None))
+                else "give the model a probe_points(kind=None) method (ARCHITECTURE.md, probe "
+                "points)"
+            )
             raise ValueError(
-                f"{e} The bundle metric needs them: give the model a probe_points(kind=None) "
-                "method (see ARCHITECTURE.md, probe points), or train without the metric "
+                f"{e} The bundle metric needs at least one: {fix}, or train without the metric "
                 "(measure_samples=0, --samples 0)."
             ) from e
     model.to(device).train()
