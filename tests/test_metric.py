@@ -118,17 +118,49 @@ def test_rows_equal_on_leading_columns_are_split():
 
 
 # ------------------------------------------------- hash proposals, verification and fallback
-def _mixed_rows(n: int = 120, d: int = 70, seed: int = 0) -> torch.Tensor:
-    """Rows that agree on the first 16 columns in big groups and differ later, with duplicates,
-    -0.0 against 0.0 and columns that differ only in the last bit."""
+def _sampled_columns(d: int) -> list[int]:
+    return [c for c0, c1 in rowgroups.sample_segments(d) for c in range(c0, c1)]
+
+
+def _mixed_rows(n: int = 120, d: int = 170, seed: int = 0) -> torch.Tensor:
+    """Rows that agree on the columns the first hash samples and differ elsewhere, with
+    duplicates, -0.0 against 0.0 and columns that differ only in the last bit."""
     g = torch.Generator().manual_seed(seed)
     protos = torch.randn(9, d, generator=g)
-    protos[:, :16] = 0.0  # the hashed prefix says nothing
+    protos[:, _sampled_columns(d)] = 0.0  # the first hash says nothing
     protos[3, -1] = torch.nextafter(protos[2, -1], torch.tensor(10.0))
     protos[3, :-1] = protos[2, :-1]
     v = protos[torch.randint(0, 9, (n,), generator=g)].clone()
-    v[::7, 5] = -0.0
+    v[::7, _sampled_columns(d)[3]] = -0.0
     return v
+
+
+def test_sampled_columns_are_fixed_and_spread():
+    assert rowgroups.sample_segments(50) == [(0, 50)]  # short rows: every column
+    segs = rowgroups.sample_segments(50176)
+    assert segs == rowgroups.sample_segments(50176)  # the same on every call
+    assert len(segs) == 8 and segs[0] == (0, 8) and all(c1 - c0 == 8 for c0, c1 in segs)
+    assert all(a[1] <= b[0] for a, b in zip(segs, segs[1:], strict=False))  # disjoint, sorted
+    assert segs[-1][1] <= 50176 and segs[-1][0] > 50176 // 8  # not all at the start
+
+
+def test_rows_equal_on_a_leading_stretch_are_split_by_the_first_hash(monkeypatch):
+    """ReLU-like rows, zero on their first 2,000 columns: the sampled columns tell them apart,
+    so no row is compared or hashed in full."""
+    g = torch.Generator().manual_seed(3)
+    v = torch.relu(torch.randn(64, 4000, generator=g))
+    v[:, :2000] = 0.0
+    whole = []
+    real = rowgroups.row_hash
+
+    def spy(bits, col0=0, cols=None):
+        if cols is None:
+            whole.append(1)
+        return real(bits, col0, cols)
+
+    monkeypatch.setattr(rowgroups, "row_hash", spy)
+    ids, num = group_rows(v)
+    assert num == 64 and not whole
 
 
 def _unique_partition(v: torch.Tensor) -> list[int]:
@@ -147,12 +179,20 @@ def test_row_hash_is_linear_over_column_blocks():
 
 def test_whole_row_hash_splits_without_the_sorting_fallback(monkeypatch):
     v = _mixed_rows()
+    whole = []
+    real = rowgroups.row_hash
+
+    def spy(bits, col0=0, cols=None):
+        whole.append(cols is None)
+        return real(bits, col0, cols)
 
     def no_fallback(*args, **kwargs):
         raise AssertionError("the sort-based fallback ran without a hash collision")
 
+    monkeypatch.setattr(rowgroups, "row_hash", spy)
     monkeypatch.setattr(rowgroups, "refine_sorted", no_fallback)
     ids, num = group_rows(v)
+    assert any(whole), "the whole-row hash did not run"
     assert same_partition(ids.tolist(), _unique_partition(v))
     assert num == len(set(_unique_partition(v)))
 
@@ -169,7 +209,9 @@ def test_forced_collisions_fall_back_to_the_exact_sort(monkeypatch, block_bytes)
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rowgroups, "row_hash", lambda bits, col0=0: bits[:, 0].to(torch.int64) * 0)
+    monkeypatch.setattr(
+        rowgroups, "row_hash", lambda bits, col0=0, cols=None: bits[:, 0].to(torch.int64) * 0
+    )
     monkeypatch.setattr(rowgroups, "refine_sorted", spy)
     ids, num = group_rows(v, max_block_bytes=block_bytes)
     assert calls, "the fallback did not run"
@@ -186,7 +228,9 @@ def test_partial_hash_collisions_are_caught_by_verification(monkeypatch):
     comes from verification and the fallback."""
     v = _mixed_rows()
     v[:, 0] = (torch.arange(len(v)) % 2).float()
-    monkeypatch.setattr(rowgroups, "row_hash", lambda bits, col0=0: bits[:, 0].to(torch.int64))
+    monkeypatch.setattr(
+        rowgroups, "row_hash", lambda bits, col0=0, cols=None: bits[:, 0].to(torch.int64)
+    )
     ids, num = group_rows(v)
     assert same_partition(ids.tolist(), _unique_partition(v))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 import subprocess
@@ -173,3 +174,26 @@ def test_kill_9_of_the_holder_frees_the_lock(tmp_path):
         except runs.RunInUseError:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    p = tmp_path / "x.json"
+    runs.write_json(p, {"a": 1})
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runs.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        runs.write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert [q.name for q in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_csv_roundtrip_and_nan_in_json(tmp_path):
+    rows = [{"a": 1, "b": 0.1 + 0.2, "c": None, "d": True, "e": "x"}, {"a": 2, "f": 1e-300}]
+    runs.write_csv(tmp_path / "t.csv", rows)
+    back = runs.read_csv(tmp_path / "t.csv")
+    assert back[0] == {**rows[0], "f": None} and back[1]["f"] == 1e-300
+    runs.write_json(tmp_path / "n.json", {"v": math.nan})
+    assert json.loads((tmp_path / "n.json").read_text()) == {"v": None}

@@ -103,7 +103,7 @@ def _train(d: Path) -> tuple[str, list[Path]]:
             answer += (
                 f"\nBundles at {s['bundle_layer']} at the end: {s.get('num_bundles_final')} "
                 f"bundles, entropy {fmt(s.get('bundle_entropy_final'))} "
-                f"(at initialisation {s.get('num_bundles_init')}, "
+                f"(at initialisation: {s.get('num_bundles_init')} bundles, entropy "
                 f"{fmt(s.get('bundle_entropy_init'))})."
             )
     return f"{what}\n{answer}", _train_plots(d)
