@@ -38,8 +38,8 @@ VERIFY_BYTES = 2 * 2**20
 #: leading stretch (ReLU zeros, padding) are still told apart by the first hash.
 SEGMENT, SEGMENTS = 8, 8
 
-# load(rows, c0, c1, out=None, cols=None) -> (len(rows), c1 - c0) int32 bits of those rows and
-# columns (or of the columns ``cols``, a sorted index tensor); when rows is a tensor, a new
+# load(rows, c0, c1, out=None, segs=None) -> (len(rows), c1 - c0) int32 bits of those rows and
+# columns (or of the column ranges ``segs``, side by side); when rows is a tensor, a new
 # tensor (or ``out``, a buffer it may fill to avoid page faults).
 Loader = Callable[..., torch.Tensor]
 _MULTIPLIERS: dict[str, torch.Tensor] = {}  # device -> table, grown in blocks of _BLOCK
@@ -190,10 +190,11 @@ def sample_segments(d: int) -> list[tuple[int, int]]:
 def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.Tensor, int]:
     """Exact partition of m rows of d int32 columns read through ``load``.
     Returns (ids (m,) numbered by first appearance, number of groups)."""
-    cols = torch.cat([torch.arange(c0, c1) for c0, c1 in sample_segments(d)]).to(device)
+    segs = sample_segments(d)
+    cols = torch.cat([torch.arange(c0, c1) for c0, c1 in segs]).to(device)
     step = max(1, min(VERIFY_BYTES, bb) // (8 * cols.numel()))
     h = torch.cat(
-        [row_hash(load(slice(s, s + step), 0, d, cols=cols), cols=cols) for s in range(0, m, step)]
+        [row_hash(load(slice(s, s + step), 0, d, segs=segs), cols=cols) for s in range(0, m, step)]
     )  # (m,): the hash of the sampled columns
     gid, counts = _split(torch.zeros(m, dtype=torch.int64, device=device), h)
     num = counts.numel()
@@ -222,11 +223,10 @@ def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.
     return first_appearance_ids(gid, g), g
 
 
-def pick(x: torch.Tensor, rows: torch.Tensor | slice, cols: torch.Tensor) -> torch.Tensor:
-    """x[rows][:, cols] without copying whole rows: (len(rows), len(cols))."""
-    if isinstance(rows, slice):
-        return x[rows].index_select(1, cols)
-    return x[rows[:, None], cols[None, :]]
+def pick(x: torch.Tensor, rows: torch.Tensor | slice, segs: list[tuple[int, int]]) -> torch.Tensor:
+    """The column ranges ``segs`` of x[rows], side by side, without copying whole rows
+    (slices and a cat: far faster than index_select along columns)."""
+    return torch.cat([x[rows, c0:c1] for c0, c1 in segs], dim=1)
 
 
 def group_rows_exact(
@@ -244,9 +244,9 @@ def group_rows_exact(
     a = a if a.dtype == torch.float32 else a.to(torch.float32)  # the metric is on float32
     raw = a.view(torch.int32)
 
-    def load_raw(idx, c0: int, c1: int, out=None, cols=None) -> torch.Tensor:
-        if cols is not None:
-            return pick(raw, idx, cols)
+    def load_raw(idx, c0: int, c1: int, out=None, segs=None) -> torch.Tensor:
+        if segs is not None:
+            return pick(raw, idx, segs)
         if isinstance(idx, slice):
             return raw[idx, c0:c1]
         if (c0, c1) != (0, d):
@@ -257,10 +257,10 @@ def group_rows_exact(
     reps = torch.full((g_raw,), n, dtype=torch.int64, device=dev)
     reps.scatter_reduce_(0, raw_ids, torch.arange(n, device=dev), reduce="amin")  # increasing
 
-    def load_t(idx, c0: int, c1: int, out=None, cols=None) -> torch.Tensor:
+    def load_t(idx, c0: int, c1: int, out=None, segs=None) -> torch.Tensor:
         if g_raw < n:  # representative i is row reps[i] of a: no copy of the rows
             idx = reps[idx]
-        blk = a[idx, c0:c1] if cols is None else pick(a, idx, cols)
+        blk = a[idx, c0:c1] if segs is None else pick(a, idx, segs)
         if transform is not None:
             blk = transform(blk).to(torch.float32)
         return (blk + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
