@@ -272,6 +272,21 @@ def write_tables(cells: list[dict], res: Path, args: argparse.Namespace) -> None
     for ds, rows in tables["held-out-by-dataset"].items():
         sections.append((f"Held-out, {ds} only", html_table(rows)))
     write_html(res / "report.html", "Detector table", sections, headline=headline, raw=meta)
+    md = [f"## tuning (MNIST seed 0, validation accuracy)\n\n{markdown(tables['tuning'])}"]
+    md.append(f"## held-out (test accuracy)\n\n{markdown(tables['held-out'])}")
+    for ds, rows in tables["held-out-by-dataset"].items():
+        md.append(f"## held-out, {ds}\n\n{markdown(rows)}")
+    runs.atomic_write_text(res / "tables.md", "\n\n".join(md) + "\n")
+
+
+def markdown(rows: list[dict]) -> str:
+    """criterion | degraded flagged | false alarms | misses, as a Markdown table."""
+    out = ["| criterion | degraded nets flagged | false alarms | misses |", "|---|---|---|---|"]
+    for r in rows:
+        fl = f"{r['flagged_degraded']}/{r['degraded']} ({r['flagged_pct'] or 0:.0f}%)"
+        fa = f"{r['false_alarms']}/{r['healthy']} ({r['false_alarm_pct'] or 0:.0f}%)"
+        out.append(f"| {r['criterion']} | {fl} | {fa} | {r['misses']} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,9 @@ def test_prune_model_takes_batch_encoding_and_iterative_loss():
     res = prune_model(model, [enc], scorer="block-influence", remove=1)
     assert res.removed == rank(res.scores)[:1] and model.config.num_hidden_layers == 4
     before = copy.deepcopy(model.state_dict())
+    sc = get_scorer("loss")
+    sc.score(model, find_blocks(model, example=enc), [enc])
+    assert {d["loss_kind"] for d in sc.details.values()} == {"lm-loss"}  # next-token loss
     it = iterative_prune(model, [enc], 2, "loss", example=enc)
     assert len(it.removed) == 2 and len(set(it.removed)) == 2
     assert it.model.config.num_hidden_layers == 2

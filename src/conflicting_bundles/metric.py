@@ -257,8 +257,10 @@ def bundle_stats(
     else:
         t = _reference_transform(float(w_max), float(lr), int(batch_size))
         ids, g, reps = group_rows_exact(a, t if mode == "reference" else None, max_block_bytes)
-        # every row is bitwise equal to one of reps: a is finite iff a[reps] is
-        if not bool(torch.isfinite((a if reps.numel() == a.shape[0] else a[reps]).sum())):
+        # every row is bitwise equal to one of reps: a is finite iff a[reps] is (a gather is
+        # cheaper than the one pass over a only when reps are few)
+        few = 4 * reps.numel() <= a.shape[0]
+        if not bool(torch.isfinite((a[reps] if few else a).sum())):
             _check_finite(a, "activations")
     entropy, sizes = bundle_entropy_from_ids(ids, y, g, c)
     return BundleStats(num_bundles=g, entropy=entropy, bundle_ids=ids, sizes=sizes)

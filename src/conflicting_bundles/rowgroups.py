@@ -146,8 +146,12 @@ def _mismatch(load: Loader, rows: torch.Tensor | slice, reps: torch.Tensor, d: i
     return bad
 
 
-def _split(gid: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Refine groups ``gid`` (m,) by hashes ``h`` (m,): (new ids (m,) in [0, k), counts (k,))."""
+def _split(gid: torch.Tensor | None, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refine groups ``gid`` (m,) (None: one group) by hashes ``h`` (m,): (new ids (m,) in
+    [0, k), counts (k,))."""
+    if gid is None:
+        _, inv, counts = torch.unique(h, return_inverse=True, return_counts=True)
+        return inv, counts
     _, ih = torch.unique(h, return_inverse=True)
     key = gid * (int(ih.max()) + 1) + ih  # exact pair encoding, no collision
     _, inv, counts = torch.unique(key, return_inverse=True, return_counts=True)
@@ -196,7 +200,7 @@ def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.
     h = torch.cat(
         [row_hash(load(slice(s, s + step), 0, d, segs=segs), cols=cols) for s in range(0, m, step)]
     )  # (m,): the hash of the sampled columns
-    gid, counts = _split(torch.zeros(m, dtype=torch.int64, device=device), h)
+    gid, counts = _split(None, h)
     num = counts.numel()
     pending = torch.nonzero(counts[gid] > 1).flatten()  # rows that share a proposed group
     rounds = 0

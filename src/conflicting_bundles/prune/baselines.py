@@ -18,7 +18,7 @@ scorer; with ``loss`` it is SLEB's greedy search.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import attention_mask, iter_samples, split_batch
-from .discovery import Block, find_blocks, run_model
+from .discovery import Block, find_blocks, run_model, to_device
 from .scorers import Scorer, get_scorer, register_scorer
 from .surgery import remove_blocks
 
@@ -118,12 +118,14 @@ def calibration_loss(
     model.eval()
     total, count, kind = 0.0, 0, ""
     try:
+        device = next(model.parameters()).device
         for i, batch in enumerate(batches):
             x, y = split_batch(batch)
+            x = to_device(x, device)
             out = run_model(model, x)
             logits = getattr(out, "logits", out)
             mask = attention_mask(x)
-            ids = x.get("input_ids") if isinstance(x, dict) else None
+            ids = x.get("input_ids") if isinstance(x, Mapping) else None
             if y is not None and torch.is_tensor(logits) and logits.dim() == 2:
                 kind = "cross-entropy"
                 total += float(

@@ -9,7 +9,7 @@ With ``compare``: compare.csv, compare.png, compare.json and report.html.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -154,9 +154,10 @@ def quality(model: nn.Module, full: nn.Module, batches: list) -> dict:
     if is_clf:
         out["accuracy"] = evaluate(model, batches)
     inputs = [split_batch(b)[0] for b in batches]
-    loss, kind = calibration_loss(model, inputs, ref)
-    if kind == "lm-loss":
-        out["lm_loss"] = loss
+    if inputs and isinstance(inputs[0], Mapping) and "input_ids" in inputs[0]:
+        loss, kind = calibration_loss(model, inputs, ref)
+        if kind == "lm-loss":
+            out["lm_loss"] = loss
     return out
 
 
