@@ -9,6 +9,8 @@ measured in this one run. Target: >= 100x at N = 2048, D = 4096.
 
 Second yardstick: one memory pass over the same tensor (``a.sum()``), timed interleaved with
 bundle_stats (alternating repeats, medians) so that a busy machine disturbs both alike.
+Every time is the process's CPU time (``time.process_time``), which on a machine shared with
+other work is far steadier than wall time (the same as wall time on an idle machine, one thread).
 Target: bundle_stats <= 5x one pass at N = 8192, D = 4096 (distinct and 10 bundles).
 """
 
@@ -71,18 +73,18 @@ def interleaved(fns, repeats: int) -> tuple[list[float], list[object]]:
     outs: list[object] = [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t = time.perf_counter()
+            t = time.process_time()
             outs[i] = fn()
-            times[i].append(time.perf_counter() - t)
+            times[i].append(time.process_time() - t)
     return [statistics.median(t) for t in times], outs
 
 
 def median_time(fn, repeats: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     return statistics.median(times), out
 
 
@@ -194,7 +196,7 @@ def main() -> None:
         "threads": args.threads,
         "repeats": args.repeats,
         "torch": torch.__version__,
-        "timing": "bundle_stats and a.sum() interleaved, medians of the repeats",
+        "timing": "CPU time (process_time); bundle_stats and a.sum() interleaved, medians",
     }
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2))
     console.print(f"wrote {out}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..autotune import final_run_dir
 from ..console import escape, make_console
 from ..data import DatasetError
 from ..runs import MEASURE_CSV, RunDirError, write_csv
@@ -17,7 +18,9 @@ from .common import error, os_error_message
 def register(app: typer.Typer) -> None:
     @app.command("measure")
     def measure_cmd(
-        run_dir: Path = typer.Argument(..., help="A run directory written by `cbundles train`."),
+        run_dir: Path = typer.Argument(
+            ..., help="A run directory of `cbundles train`, or an auto-tune folder (final step)."
+        ),
         all_layers: bool = typer.Option(
             True, "--all-layers/--last-layer", help="Every probe point, or only the last."
         ),
@@ -52,6 +55,7 @@ def register(app: typer.Typer) -> None:
         if samples < 1:
             raise error("--samples must be >= 1.")
         try:
+            run_dir = final_run_dir(run_dir)
             rows = measure_run(
                 run_dir,
                 checkpoint=checkpoint,

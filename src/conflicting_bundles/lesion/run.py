@@ -32,7 +32,7 @@ def lesion_run(
     study runs), prints the tables and builds report.html."""
     from ..autotune import final_run_dir
     from ..data import iterate, load_dataset
-    from ..train import TrainConfig, resolve_device
+    from ..train import TrainConfig, resolve_device, split_validation
 
     run_dir = final_run_dir(run_dir)  # an auto-tune folder stands for its final step
     tc = TrainConfig.from_dict(runs.load_config(run_dir))
@@ -45,7 +45,9 @@ def lesion_run(
         cfg, lr=tc.lr, batch_size=tc.batch_size, kind=cfg.kind or tc.measure_kind
     )
     data_dir = data_dir or tc.data_dir
-    train_ds = load_dataset(tc.dataset, "train", data_dir, limit=tc.train_limit)
+    # the samples the run trained on: train_limit, then without its validation split
+    full = load_dataset(tc.dataset, "train", data_dir, limit=tc.train_limit)
+    train_ds, _ = split_validation(full, tc.val_split, tc.val_seed)
     test_ds = load_dataset(tc.dataset, "test", data_dir, limit=cfg.test_limit)
     if len(train_ds) < cfg.samples:
         raise ValueError(
