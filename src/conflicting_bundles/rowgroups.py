@@ -33,6 +33,9 @@ __all__ = ["first_appearance_ids", "group_rows", "group_rows_exact", "refine_sor
 CHUNK_BYTES = 64 * 2**20
 #: Row-chunk size (bytes of float32 input) for hashing and verification: fits in L2/L3.
 VERIFY_BYTES = 2 * 2**20
+#: Row-chunk size (bytes of int64 temporaries) of the first hash: temporaries this small are
+#: reused by malloc instead of being page-faulted in afresh on every chunk.
+HASH_BYTES = 256 * 2**10
 #: Columns hashed to propose the first groups: SEGMENTS runs of SEGMENT contiguous columns, the
 #: first at column 0 and the others at fixed pseudo-random places, so that rows equal on a
 #: leading stretch (ReLU zeros, padding) are still told apart by the first hash.
@@ -196,12 +199,14 @@ def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.
     Returns (ids (m,) numbered by first appearance, number of groups)."""
     segs = sample_segments(d)
     cols = torch.cat([torch.arange(c0, c1) for c0, c1 in segs]).to(device)
-    step = max(1, min(VERIFY_BYTES, bb) // (8 * cols.numel()))
+    step = max(1, min(HASH_BYTES, bb) // (8 * cols.numel()))
     h = torch.cat(
         [row_hash(load(slice(s, s + step), 0, d, segs=segs), cols=cols) for s in range(0, m, step)]
     )  # (m,): the hash of the sampled columns
     gid, counts = _split(None, h)
     num = counts.numel()
+    if num == m:  # every row alone: distinct rows, numbered in order
+        return torch.arange(m, device=device), m
     pending = torch.nonzero(counts[gid] > 1).flatten()  # rows that share a proposed group
     rounds = 0
     while pending.numel():
@@ -258,8 +263,11 @@ def group_rows_exact(
         return raw.index_select(0, idx) if out is None else torch.index_select(raw, 0, idx, out=out)
 
     raw_ids, g_raw = _exact_groups(load_raw, n, d, max_block_bytes, dev)
-    reps = torch.full((g_raw,), n, dtype=torch.int64, device=dev)
-    reps.scatter_reduce_(0, raw_ids, torch.arange(n, device=dev), reduce="amin")  # increasing
+    reps = torch.arange(n, device=dev)
+    if g_raw < n:  # first row of each raw group, increasing
+        reps = torch.full((g_raw,), n, dtype=torch.int64, device=dev).scatter_reduce_(
+            0, raw_ids, reps, reduce="amin"
+        )
 
     def load_t(idx, c0: int, c1: int, out=None, segs=None) -> torch.Tensor:
         if g_raw < n:  # representative i is row reps[i] of a: no copy of the rows
@@ -270,7 +278,7 @@ def group_rows_exact(
         return (blk + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
 
     ids_t, g = _exact_groups(load_t, g_raw, d, max_block_bytes, dev)
-    return ids_t[raw_ids], g, reps
+    return (ids_t if g_raw == n else ids_t[raw_ids]), g, reps
 
 
 def group_rows(
