@@ -142,10 +142,28 @@ def write_outputs(out: str | Path, start: SearchStart, results: Sequence[SearchR
     )
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
 def print_comparison(start: SearchStart, results: Sequence[SearchResult], console=None) -> None:
+    """The comparison table in the terminal, compact enough for 80 columns."""
+    rows = [
+        {
+            "method": r.method,
+            "crit": r.criterion or "",
+            "size": r.size,
+            "params": r.params,
+            "ms b64": f"{r.latency_ms_b64:.2f}",
+            "val": _pct(r.val_acc),
+            "test": _pct(r.test_acc),
+            "epochs": r.epochs,
+            "wall s": f"{r.wall_s:.0f}",
+        }
+        for r in results
+    ]
     print_table(
-        table_rows(results),
-        TABLE_COLUMNS,
+        rows,
         title=f"search from {start.label} on {start.dataset} (seed {start.seed})",
         console=console,
     )
