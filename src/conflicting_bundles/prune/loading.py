@@ -178,6 +178,9 @@ def load_model(
     kw = dict(model_kwargs or {})
     path = Path(spec)
     if path.is_dir():
+        from ..autotune import final_run_dir
+
+        path = final_run_dir(path)  # an auto-tune folder stands for its final step
         if (path / "pruned.json").is_file():
             base = read_meta(path).get("base") or {}
             if not (base.get("arch") or base.get("spec")):
@@ -187,8 +190,6 @@ def load_model(
                 )
             model = load_pruned(_base_factory(base, map_location), path, map_location)
             return model.eval(), base
-        if (path / "config.json").is_file():
-            return _hf_model(str(path), map_location).eval(), {"spec": f"hf:{path}"}
         if (path / "arch.json").is_file():
             from ..models import create_model
 
@@ -199,6 +200,8 @@ def load_model(
                 raise ValueError(f"{_checkpoint(path)} has no 'model' entry (a state dict).")
             model.load_state_dict(ckpt["model"])
             return model.eval(), {"arch": arch_d}
+        if (path / "config.json").is_file():  # after arch.json: our run dirs have one too
+            return _hf_model(str(path), map_location).eval(), {"spec": f"hf:{path}"}
         raise ValueError(
             f"{path} is a directory without arch.json (a run directory), pruned.json (a pruned "
             "model) or config.json (a Hugging Face model); cannot load a model from it."
