@@ -1,4 +1,4 @@
-"""The bundle metric against an independent, slow, obviously-correct oracle (METHOD.md §2)."""
+"""The bundle metric against an independent, slow, obviously-correct oracle (docs/method.md §2)."""
 
 from __future__ import annotations
 

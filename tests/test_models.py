@@ -1,4 +1,4 @@
-"""Model families (METHOD.md §3) and the "Our models" contract of ARCHITECTURE.md."""
+"""Model families (docs/method.md §3) and the "Our models" contract of ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_bad_input_shape_is_explained():
 
 # ---------------------------------------------------------------- structure
 def test_reference_parameter_counts():
-    # METHOD.md §3 sanity figures (CIFAR-10 input, conv biases on). Built on the meta device:
+    # docs/method.md §3 sanity figures (CIFAR-10 input, conv biases on). Built on the meta device:
     # shapes only, no 260 MB of weights.
     with torch.device("meta"):
         p120 = create_model("plain", layers=120, in_channels=3, num_classes=10, image_size=32)

@@ -438,7 +438,7 @@ def test_activation_entropy_hand_values():
 
 
 def label_entropy(labels):
-    """Bundle entropy of one bundle holding all samples, straight from METHOD.md §2."""
+    """Bundle entropy of one bundle holding all samples, straight from docs/method.md §2."""
     _, counts = np.unique(labels, return_counts=True)
     p = counts / counts.sum()
     return max(0.0, float(-(p * np.log(p + 1e-5)).sum()))

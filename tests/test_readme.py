@@ -49,6 +49,15 @@ TINY: dict[str, dict[str, str]] = {
         "--out": "{out}",
     },  # fmt: skip
     "measure": {"--samples": "32"},
+    "search": {
+        **_SMALL,
+        "--methods": "autotune,fixed",
+        "--epochs": "1",
+        "--check-epochs": "1",
+        "--val-split": "32",
+        "--samples": "16",
+        "--out": "{out}",
+    },  # fmt: skip
     "prune": {
         "--dataset": "synthetic",
         "--test-limit": "64",

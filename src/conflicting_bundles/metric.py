@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .rowgroups import first_appearance_ids, group_rows, group_rows_exact
+from .rowgroups import group_rows, group_rows_exact
 
 __all__ = [
     "BundleStats",
@@ -155,7 +155,6 @@ def _check_finite(v: torch.Tensor, what: str) -> None:
 
 # ------------------------------------------------------------------------------------ grouping
 # Exact grouping (hash-proposed, element-wise verified) lives in rowgroups.py.
-_first_appearance_ids = first_appearance_ids  # older name, used by probes
 
 
 def group_rows_tolerance(v: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
@@ -209,7 +208,7 @@ def _transform(a: torch.Tensor, w_max: float, lr: float, batch_size: int) -> tor
     return torch.tensor(w_max, dtype=torch.float32, device=a.device) - t
 
 
-def _reference_transform(w_max: float, lr: float, batch_size: int):
+def reference_transform(w_max: float, lr: float, batch_size: int):
     return lambda blk: _transform(blk, w_max, lr, batch_size)
 
 
@@ -255,7 +254,7 @@ def bundle_stats(
         _check_finite(a, "activations")
         ids, g = group_rows_tolerance(a, float(gamma))
     else:
-        t = _reference_transform(float(w_max), float(lr), int(batch_size))
+        t = reference_transform(float(w_max), float(lr), int(batch_size))
         ids, g, reps = group_rows_exact(a, t if mode == "reference" else None, max_block_bytes)
         # every row is bitwise equal to one of reps: a is finite iff a[reps] is (a gather is
         # cheaper than the one pass over a only when reps are few)

@@ -24,12 +24,12 @@ from torch import nn
 
 from .metric import (
     Criterion,
-    _first_appearance_ids,
-    _reference_transform,
     bundle_entropy_from_ids,
     group_rows,
+    reference_transform,
     weight_amplitude,
 )
+from .rowgroups import first_appearance_ids
 
 __all__ = ["ProbePoint", "Tap", "probe", "Probe", "measure", "LayerResult", "resolve_points"]
 
@@ -307,7 +307,7 @@ def measure(
     n = len(y)
     wmax = weight_amplitude(model) if w_max is None else float(w_max)
     exact = crit.kind in ("reference", "raw")
-    transform = _reference_transform(wmax, lr, batch_size) if crit.kind == "reference" else None
+    transform = reference_transform(wmax, lr, batch_size) if crit.kind == "reference" else None
     reduced = {p.name: _Reduced() for p in points}
     full: dict[str, list[torch.Tensor]] = {p.name: [] for p in points}
 
@@ -352,7 +352,7 @@ def measure(
                 gid, _ = group_rows(rows, transform)
                 local = gid[local]
             g = int(local.max()) + 1
-            ids = _first_appearance_ids(local, g)
+            ids = first_appearance_ids(local, g)
             ent, sizes = bundle_entropy_from_ids(ids, y, g, c)
             results.append(LayerResult(p.name, g, ent, n, r.dim, ids, sizes))
         else:

@@ -1,4 +1,4 @@
-"""Exact grouping of equal rows (METHOD.md §2): 64-bit row hashes, verified exactly.
+"""Exact grouping of equal rows (docs/method.md §2): 64-bit row hashes, verified exactly.
 
 Imports torch only. :func:`group_rows` partitions the rows of ``transform(a)`` by exact
 equality (-0.0 == 0.0) in two stages:

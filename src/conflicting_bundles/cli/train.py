@@ -14,10 +14,6 @@ from ..runs import RunDirError, load_config
 from ..train import OPTIMIZERS, TrainConfig, train
 from .common import FNN_MODELS, error, model_kwargs, os_error_message
 
-# Old private names, kept until the other command modules import from .common.
-_error = error
-_model_kwargs = model_kwargs
-
 
 def _inside(path: Path, folder: Path) -> bool:
     path, folder = path.resolve(), folder.resolve()

@@ -219,10 +219,10 @@ class ConflictScorer(Scorer):
     """Bundle entropy of each block's residual branch (see the module docstring).
 
     lr, batch_size: the training learning rate and batch size of the reference criterion
-      (METHOD.md §2); w_max is read from the model (largest |trainable parameter|).
+      (docs/method.md §2); w_max is read from the model (largest |trainable parameter|).
     criterion: "reference" (default) or any :class:`Criterion` name ("coarse:16", "rel:0.01").
     use_declared: if the model declares ``probe_points("branch")`` (this project's residual
-      nets: the branch before the skip add, variance-scaled as METHOD.md §2 prescribes) and
+      nets: the branch before the skip add, variance-scaled as docs/method.md §2 prescribes) and
       exactly one declared point lies inside a block, read that point instead of y - x.
     n_samples: 64 by default, as in the reference; all samples in one forward unless
       ``forward_chunk`` is set.

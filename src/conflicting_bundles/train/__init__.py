@@ -75,14 +75,6 @@ from .measure_run import measure_run
 from .state import BundleMeter, TrainState
 from .summary import ROW_COLUMNS, epoch_line, summarize
 
-# Old private names, kept as aliases until the other modules have switched (then removed).
-_check_resume_config = check_resume_config
-_resolve_model_kwargs = resolve_model_kwargs
-_jsonable = jsonable
-_resolve_device = resolve_device
-_w_max = w_max
-_arch_of = arch_of
-
 __all__ = [
     "EVAL_BATCH",
     "LAST_EPOCHS",
