@@ -34,16 +34,18 @@ def register(app: typer.Typer) -> None:
         criterion: str = typer.Option(
             "reference", help="reference (default), raw, coarse:K, tol:G or rel:R."
         ),
-        seed: int = typer.Option(0),
-        lr: float = typer.Option(1e-3),
-        batch_size: int = typer.Option(64),
+        seed: int = typer.Option(0, help="Seed of weights, data order and augmentation."),
+        lr: float = typer.Option(1e-3, help="Learning rate (also the metric's eta)."),
+        batch_size: int = typer.Option(64, help="Batch size (also the metric's beta)."),
         train_limit: int = typer.Option(None, help="Use only the first N training samples."),
         test_limit: int = typer.Option(None, help="Use only the first N test samples."),
-        augment: bool = typer.Option(True, "--augment/--no-augment"),
+        augment: bool = typer.Option(
+            True, "--augment/--no-augment", help="Training augmentation (docs/method.md §4)."
+        ),
         data_dir: Path = typer.Option(None, help="Data directory."),
         threads: int = typer.Option(1, help="torch threads."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-        out: Path = typer.Option(Path("runs/autotune"), "--out", "-o"),
+        out: Path = typer.Option(Path("runs/autotune"), "--out", "-o", help="Output folder."),
         resume: bool = typer.Option(False, help="Continue the search in --out."),
         force: bool = typer.Option(False, help="Start over, replacing the search in --out."),
         amp: str = typer.Option(None, help="bf16: mixed-precision training (default float32)."),

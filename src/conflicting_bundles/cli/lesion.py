@@ -45,11 +45,15 @@ def register(app: typer.Typer) -> None:
             1.0, help="'No significant loss' = less than this many accuracy points."
         ),
         checkpoint: str = typer.Option("last", help="last, best or an epoch number."),
-        kind: str = typer.Option(None, help="Probe kind (default: the run's / the model's)."),
+        kind: str = typer.Option(
+            None,
+            help="Probe kind: hidden (fnn), block (plain), branch or block-output (resnet); "
+            "default: the run's.",
+        ),
         out: Path = typer.Option(None, "--out", "-o", help="Output folder (RUN_DIR/lesion)."),
         data_dir: Path = typer.Option(None, help="Data directory."),
         threads: int = typer.Option(1, help="torch threads."),
-        device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+        device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda or cuda:N."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
         """Lesion study (docs/method.md §6): which blocks of a trained net can be replaced by their
@@ -114,17 +118,19 @@ def register(app: typer.Typer) -> None:
         criterion: str = typer.Option(
             "reference", help="reference (default), raw, coarse:K, tol:G or rel:R."
         ),
-        seed: int = typer.Option(0),
-        lr: float = typer.Option(1e-3),
-        batch_size: int = typer.Option(64),
+        seed: int = typer.Option(0, help="Seed of weights, data order and augmentation."),
+        lr: float = typer.Option(1e-3, help="Learning rate (also the metric's eta)."),
+        batch_size: int = typer.Option(64, help="Batch size (also the metric's beta)."),
         train_limit: int = typer.Option(None, help="Use only the first N training samples."),
         test_limit: int = typer.Option(None, help="Use only the first N test samples."),
-        augment: bool = typer.Option(True, "--augment/--no-augment"),
+        augment: bool = typer.Option(
+            True, "--augment/--no-augment", help="Training augmentation (docs/method.md §4)."
+        ),
         keep_checkpoints: bool = typer.Option(
             True, "--keep-checkpoints/--drop-checkpoints", help="Keep each cell's checkpoints."
         ),
         data_dir: Path = typer.Option(None, help="Data directory."),
-        out: Path = typer.Option(Path("runs/grid"), "--out", "-o"),
+        out: Path = typer.Option(Path("runs/grid"), "--out", "-o", help="Output folder."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
         """Width x depth map of FNNs (docs/method.md §7): train every net, record test accuracy

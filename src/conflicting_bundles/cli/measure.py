@@ -29,10 +29,14 @@ def register(app: typer.Typer) -> None:
             None, help="reference, raw, coarse:K, tol:G or rel:R (default: the run's)."
         ),
         checkpoint: str = typer.Option("last", help="last, best, or an epoch number."),
-        kind: str = typer.Option(None, help="Probe kind (default: the run's)."),
+        kind: str = typer.Option(
+            None,
+            help="Probe kind: hidden (fnn), block (plain), branch or block-output (resnet); "
+            "default: the run's.",
+        ),
         margin: bool = typer.Option(True, "--margin/--no-margin", help="Compute the margin."),
         data_dir: Path = typer.Option(None, help="Data directory (default: the run's)."),
-        device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+        device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda or cuda:N."),
         threads: int = typer.Option(None, help="torch threads."),
         factory: str = typer.Option(
             None,

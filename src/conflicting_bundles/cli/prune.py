@@ -12,6 +12,7 @@ from rich.table import Table
 from ..prune.command import PruneConfig, run_compare, run_prune
 from ..prune.runner import SCORERS
 from ..prune.scorers import list_scorers
+from ..train import resolve_device
 
 
 def _scorer_list(text: str) -> tuple[str, ...]:
@@ -104,6 +105,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Path | None = typer.Option(None, "--data-dir", help="Data directory."),
         n_samples: int | None = typer.Option(
             None,
+            "--samples",
             "--n-samples",
             min=1,
             help="Training samples to score on (default: conflict 64, others 256).",
@@ -127,7 +129,9 @@ def register(app: typer.Typer) -> None:
             0, "--heal-steps", min=0, help="Fine-tune steps after pruning."
         ),
         heal_lr: float = typer.Option(1e-4, "--heal-lr", help="Fine-tune learning rate."),
-        device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+        device: str = typer.Option(
+            "auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed of the random scorer and healing."),
         compare: bool = typer.Option(
             False,
@@ -151,6 +155,10 @@ def register(app: typer.Typer) -> None:
                 f"unknown scorer {scorer!r}; available: {', '.join(list_scorers())}.",
                 param_hint="--scorer",
             )
+        try:
+            device = str(resolve_device(device))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--device") from exc
         cfg = PruneConfig(
             model=model, dataset=dataset, text=None if text is None else str(text), arch=arch,
             model_kwargs=_kwargs(model_kwargs), trust_pickle=trust_pickle,

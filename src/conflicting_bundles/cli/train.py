@@ -92,7 +92,11 @@ def register(app: typer.Typer) -> None:
             None, "--all-layers/--last-layer", help="Measure every probe point (layers.csv)."
         ),
         measure_every: int = typer.Option(None, help="Bundle metric every k epochs."),
-        kind: str = typer.Option(None, help="Probe kind (default: the model's)."),
+        kind: str = typer.Option(
+            None,
+            help="Probe kind: hidden (fnn), block (plain), branch or block-output (resnet); "
+            "default: the model's.",
+        ),
         criterion: str = typer.Option(
             None, help="reference (default), raw, coarse:K, tol:G or rel:R."
         ),
