@@ -14,27 +14,29 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
-@pytest.fixture
-def tiny_config():
-    """tiny_config(out, **overrides) -> TrainConfig: a 3x16 FNN on 256 synthetic samples,
-    2 epochs, no TensorBoard, no progress output."""
+def tiny_train_config(out, **kw):
+    """A 3x16 FNN on 256 synthetic samples, 2 epochs, no TensorBoard, no progress output;
+    ``kw`` overrides any TrainConfig field."""
     from conflicting_bundles.train import TrainConfig
 
-    def make(out, **kw):
-        base = dict(
-            model="fnn",
-            model_kwargs={"width": 16, "depth": 3},
-            dataset="synthetic",
-            epochs=2,
-            train_limit=256,
-            test_limit=64,
-            out=str(out),
-            progress=False,
-            tensorboard=False,
-        )
-        return TrainConfig(**{**base, **kw})
+    base = dict(
+        model="fnn",
+        model_kwargs={"width": 16, "depth": 3},
+        dataset="synthetic",
+        epochs=2,
+        train_limit=256,
+        test_limit=64,
+        out=str(out),
+        progress=False,
+        tensorboard=False,
+    )
+    return TrainConfig(**{**base, **kw})
 
-    return make
+
+@pytest.fixture
+def tiny_config():
+    """tiny_config(out, **overrides) -> TrainConfig (see tiny_train_config)."""
+    return tiny_train_config
 
 
 @pytest.fixture

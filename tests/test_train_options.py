@@ -10,21 +10,7 @@ from conflicting_bundles import runs
 from conflicting_bundles.cli import app
 from conflicting_bundles.data import load_dataset
 from conflicting_bundles.train import TrainConfig, make_optimizer, split_validation, train
-
-
-def tiny(out, **kw) -> TrainConfig:
-    base = dict(
-        model="fnn",
-        model_kwargs={"width": 16, "depth": 3},
-        dataset="synthetic",
-        epochs=2,
-        train_limit=256,
-        test_limit=64,
-        out=str(out),
-        progress=False,
-        tensorboard=False,
-    )
-    return TrainConfig(**{**base, **kw})
+from conftest import tiny_train_config as tiny
 
 
 def flat(text: str) -> str:

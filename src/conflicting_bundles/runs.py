@@ -64,26 +64,13 @@ __all__ = [
     "write_json",
     "write_jsonl",
 ]
-_LIFECYCLE = (
-    "LOCK_FILE",
-    "ConfigMismatchError",
-    "RunDir",
-    "RunInUseError",
-    "RunLock",
-    "RunMode",
-    "check_writable",
-    "config_differences",
-    "describe_os_error",
-    "locked",
-    "open_run",
-)
 
 
 def __getattr__(name: str):
-    # rundir.py imports this module, so its names are re-exported lazily (no import cycle).
-    if name in _LIFECYCLE:
-        from . import rundir
+    # rundir.py imports this module, so its public names are re-exported lazily (no cycle).
+    from . import rundir
 
+    if name in rundir.__all__:
         return getattr(rundir, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

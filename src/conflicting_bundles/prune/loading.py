@@ -121,6 +121,7 @@ def _load_file(path: Path, arch: str | None, kw: dict, map_location: str, trust_
                 "(trust_pickle=True) only for files you trust, or save a state dict and pass "
                 "--arch."
             ) from e
+        # explicit opt-in only (--trust-pickle / trust_pickle=True): this runs code from the file
         obj = torch.load(path, map_location=map_location, weights_only=False)
         if isinstance(obj, nn.Module):
             return obj.eval(), None
