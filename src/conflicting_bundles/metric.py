@@ -35,6 +35,8 @@ MODES = ("reference", "raw", "tolerance")
 
 # Largest column block (bytes, as int64 keys) that group_rows materialises at once.
 _CHUNK_BYTES = 64 * 2**20
+# largest dense (bundles x classes) count table; beyond it counts are sparse (O(N))
+DENSE_COUNT_LIMIT = 1 << 24
 
 
 @dataclass
@@ -188,13 +190,37 @@ def bundle_entropy_from_ids(
     """Bundle entropy (1/N) sum_b |b| H(b), H(b) = max(0, -sum_c p_bc ln(p_bc + 1e-5)).
 
     Computed in float64 (the reference's numpy default). Returns (entropy, sizes (B,) int64).
+    Memory is O(B x C) for the dense table; above ``DENSE_COUNT_LIMIT`` entries (huge label
+    values, e.g. one label of 10**9) the counts are taken over the (bundle, label) pairs that
+    occur instead, O(N).
     """
     n = bundle_ids.numel()
+    if num_bundles * num_classes > DENSE_COUNT_LIMIT:
+        return _sparse_entropy(bundle_ids, labels, num_bundles)
     counts = torch.bincount(bundle_ids * num_classes + labels, minlength=num_bundles * num_classes)
     counts = counts.reshape(num_bundles, num_classes).to(torch.float64)  # (B, C)
     sizes = counts.sum(dim=1)  # (B,)
     p = counts / sizes[:, None]
     h = -(p * torch.log(p + 1e-5)).sum(dim=1)  # empty classes: 0 * ln(1e-5) = 0
+    h = torch.clamp(h, min=0.0)
+    entropy = float((sizes * h).sum() / n)
+    return entropy, sizes.to(torch.int64)
+
+
+def _sparse_entropy(
+    bundle_ids: torch.Tensor, labels: torch.Tensor, num_bundles: int
+) -> tuple[float, torch.Tensor]:
+    """:func:`bundle_entropy_from_ids` over the occurring (bundle, label) pairs only: O(N)."""
+    n = bundle_ids.numel()
+    _, compact = torch.unique(labels, return_inverse=True)  # (N,) in [0, K), K <= N
+    k = int(compact.max()) + 1
+    keys, cnt = torch.unique(bundle_ids * k + compact, return_counts=True)  # sorted pairs
+    b = keys // k
+    sizes = torch.zeros(num_bundles, dtype=torch.float64, device=labels.device)
+    sizes.index_add_(0, b, cnt.to(torch.float64))
+    p = cnt.to(torch.float64) / sizes[b]
+    h = torch.zeros(num_bundles, dtype=torch.float64, device=labels.device)
+    h.index_add_(0, b, -(p * torch.log(p + 1e-5)))
     h = torch.clamp(h, min=0.0)
     entropy = float((sizes * h).sum() / n)
     return entropy, sizes.to(torch.int64)

@@ -48,14 +48,27 @@ def register(app: typer.Typer) -> None:
         table.add_column("train / test", justify="right")
         table.add_column("path", overflow="fold")
         table.add_column("how to obtain", overflow="fold")
-        for r in describe_datasets(data_dir):
+        try:
+            rows = describe_datasets(data_dir)
+        except DatasetError as exc:
+            make_console(stderr=True).print(
+                f"[red]error:[/red] {escape(str(exc))}", highlight=False
+            )
+            raise typer.Exit(1) from exc
+        for r in rows:
+            if r["damaged"]:
+                local = "[red]damaged[/red]"
+                obtain = f"unreadable cache ({r['damaged']}): delete {r['path']} to rebuild it"
+            else:
+                local = "[green]yes[/green]" if r["available"] else "[red]no[/red]"
+                obtain = "-" if r["available"] else r["obtain"]
             table.add_row(
                 r["name"],
-                "[green]yes[/green]" if r["available"] else "[red]no[/red]",
+                local,
                 "x".join(map(str, r["in_shape"])),
                 str(r["num_classes"]),
                 f"{r['num_train']} / {r['num_test']}",
                 escape(str(r["path"])),
-                "-" if r["available"] else escape(r["obtain"]),
+                escape(obtain),
             )
         console.print(table)

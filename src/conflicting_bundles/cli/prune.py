@@ -9,10 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..console import escape
 from ..prune.command import PruneConfig, run_compare, run_prune
 from ..prune.runner import SCORERS
 from ..prune.scorers import list_scorers
+from ..rundir import check_writable
 from ..train import resolve_device
+from .common import os_error_message
 
 
 def _scorer_list(text: str) -> tuple[str, ...]:
@@ -49,6 +52,15 @@ def _kwargs(text: str | None) -> dict:
     if not isinstance(d, dict):
         raise typer.BadParameter("give a JSON object, e.g. '{\"num_classes\": 10}'.")
     return d
+
+
+def _drop_if_empty(out: Path, created: bool) -> None:
+    """Remove ``out`` after a failure when this command created it and left it empty."""
+    if created:
+        try:
+            out.rmdir()
+        except OSError:
+            pass
 
 
 def register(app: typer.Typer) -> None:
@@ -172,14 +184,21 @@ def register(app: typer.Typer) -> None:
             random_repeats=random_repeats,
         )  # fmt: skip
         say = lambda m: console.print(m, highlight=False)  # noqa: E731
+        new_out = not out.exists()
         try:
+            check_writable(out)  # a read-only or full --out is reported before any scoring
             if compare:
                 rows = run_compare(cfg, say)
             else:
                 summary = run_prune(cfg, say)
         except (ValueError, TypeError, FileNotFoundError, RuntimeError, KeyError) as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            _drop_if_empty(out, new_out)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
+        except OSError as exc:  # read-only or full disk while writing the results
+            _drop_if_empty(out, new_out)
+            console.print(f"[red]error:[/red] {escape(os_error_message(exc))}", highlight=False)
+            raise typer.Exit(1) from exc
         if compare:
             table = Table(title=f"test accuracy after removing k blocks ({out}/compare.csv)")
             for col in ("scorer", "seed", "k", "accuracy", "params"):

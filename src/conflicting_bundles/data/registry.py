@@ -36,6 +36,8 @@ from .sources import (
 
 __all__ = [
     "DatasetInfo",
+    "cache_problem",
+    "check_data_dir",
     "dataset_info",
     "default_data_dir",
     "describe_datasets",
@@ -144,18 +146,23 @@ def load_dataset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    root = default_data_dir(data_dir)
+    root = check_data_dir(default_data_dir(data_dir))
     if src.locate(root) is None:
-        fetch_error = None
-        with exclusive(root):
-            try:
+        fetch_error: Exception | None = None
+        try:
+            with exclusive(root):
                 if src.locate(root) is None:  # re-check: another process may have fetched it
                     if download:
                         src.fetch(root)
                     else:
                         src.fetch_offline(root)
-            except DatasetError as exc:
-                fetch_error = exc
+        except DatasetError as exc:
+            fetch_error = exc
+        except OSError as exc:  # read-only or full data directory
+            fetch_error = DatasetError(
+                f"cannot write into the data directory {root} ({exc.strerror or exc}); choose a "
+                f"writable --data-dir (or ${ENV_VAR}), or put the files there by hand"
+            )
         if src.locate(root) is None:
             raise DatasetNotFoundError(_missing_message(src, root, fetch_error))
     images, labels = src.read(root, split)
@@ -174,18 +181,46 @@ def load_dataset(
     )
 
 
+def check_data_dir(root: Path) -> Path:
+    """``root``, or a DatasetError when it exists but is not a directory."""
+    if root.exists() and not root.is_dir():
+        raise DatasetError(
+            f"data directory {root} is a file, not a directory; pass a folder with --data-dir "
+            f"(or ${ENV_VAR}), e.g. ~/.cache/conflicting-bundles"
+        )
+    return root
+
+
+def cache_problem(path: Path | None) -> str | None:
+    """Why an npz cache file cannot be read (empty, not a zip, unreadable index), else None.
+    Reads only the zip's directory, not the arrays."""
+    if path is None or path.suffix != ".npz" or not path.is_file():
+        return None
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with np.load(path, allow_pickle=False) as z:
+            z.files  # noqa: B018 - opening parses the zip's central directory
+    except Exception as e:  # BadZipFile, ValueError, OSError: all mean "damaged"
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+    return None
+
+
 def describe_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
-    """One dict per dataset: name, available (bool), path (the local copy, or where it would
-    go), num_train, num_test (standard counts), in_shape, num_classes, obtain."""
-    root = default_data_dir(data_dir)
+    """One dict per dataset: name, available (bool), damaged (why a local cache is unreadable,
+    else None), path (the local copy, or where it would go), num_train, num_test (standard
+    counts), in_shape, num_classes, obtain."""
+    root = check_data_dir(default_data_dir(data_dir))
     rows = []
     for name, src in _SOURCES.items():
         found = src.locate(root)
         cands = src.candidates(root)
+        damaged = cache_problem(found)
         rows.append(
             {
                 "name": name,
-                "available": found is not None,
+                "available": found is not None and damaged is None,
+                "damaged": damaged,
                 "path": str(found if found is not None else (cands[0] if cands else root)),
                 "num_train": src.sizes[0],
                 "num_test": src.sizes[1],

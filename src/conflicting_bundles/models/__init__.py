@@ -4,7 +4,7 @@ Every model is a :class:`BlockNet`: ``probe_points(kind)``, ``block_names()``, `
 ``lesioned(indices)``, ``without_blocks(indices)``, ``arch()`` (see ARCHITECTURE.md).
 """
 
-from .base import BlockNet
+from .base import MAX_PARAMETERS, BlockNet, check_size
 from .convnet import (
     BLOCKS_FOR_LAYERS,
     ConvBlock,
@@ -20,6 +20,7 @@ from .registry import create_model, list_models, model_signature, register_model
 
 __all__ = [
     "BLOCKS_FOR_LAYERS",
+    "MAX_PARAMETERS",
     "FNN",
     "BlockNet",
     "ConvBlock",
@@ -27,6 +28,7 @@ __all__ = [
     "ConvNetConfig",
     "FNNConfig",
     "blocks_for_layers",
+    "check_size",
     "create_model",
     "fnn",
     "list_models",

@@ -16,7 +16,22 @@ from torch import nn
 
 from ..probes import ProbePoint
 
-__all__ = ["BlockNet", "Indices"]
+__all__ = ["MAX_PARAMETERS", "BlockNet", "Indices", "check_size"]
+
+# Largest model a family builds: 2e9 parameters (8 GB of float32 weights, about 4x that to
+# train with Adam). Checked from the config before any weight tensor is allocated.
+MAX_PARAMETERS = 2_000_000_000
+
+
+def check_size(what: str, num_params: int) -> None:
+    """Refuse a model whose estimated parameter count exceeds :data:`MAX_PARAMETERS`."""
+    if num_params > MAX_PARAMETERS:
+        raise ValueError(
+            f"{what} would have about {num_params:.3g} parameters ({4 * num_params / 2**30:.3g} "
+            f"GiB of float32 weights), above the limit of {MAX_PARAMETERS:.0e} (MAX_PARAMETERS); "
+            "choose a smaller width (--width / --width-mult)."
+        )
+
 
 # Blocks are named by index in forward order (0..n-1) or by name ("c.12", "hidden.3").
 Indices = int | str | Iterable[int | str]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..probes import ProbePoint, Tap
-from .base import BlockNet
+from .base import BlockNet, check_size
 from .registry import register_model
 
 __all__ = [
@@ -95,6 +95,19 @@ class ConvNetConfig:
                 "in_channels and num_classes must be >= 1 and width_mult > 0, got "
                 f"{self.in_channels}, {self.num_classes}, {self.width_mult}."
             )
+
+    def num_params_estimate(self) -> int:
+        """Parameters of the net this config builds (convs, BN, projections, head), computed
+        without allocating it."""
+        ch, cin = self.channels, self.channels[0]
+        n = self.in_channels * ch[0] * 49 + 3 * ch[0]  # stem conv + bias + BN
+        for s, (nb, cout) in enumerate(zip(self.blocks, ch, strict=True)):
+            for j in range(nb):
+                n += cin * cout * 9 + cout * cout * 9 + 6 * cout  # 2 convs, biases, 2 BN
+                if self.residual and (cin != cout or (s > 0 and j == 0)):
+                    n += cin * cout + 3 * cout  # 1x1 projection conv + BN
+                cin = cout
+        return n + cin * self.num_classes + self.num_classes
 
     @property
     def channels(self) -> tuple[int, int, int, int]:
@@ -191,6 +204,8 @@ class ConvNet(BlockNet):
 
     def __init__(self, config: ConvNetConfig):
         super().__init__()
+        check_size(f"{'resnet' if config.residual else 'plain'} {list(config.blocks)} at "
+                   f"width_mult {config.width_mult:g}", config.num_params_estimate())  # fmt: skip
         self.config = config
         self.name = "resnet" if config.residual else "plain"
         self.probe_kinds = ("branch", "block-output") if config.residual else ("block",)

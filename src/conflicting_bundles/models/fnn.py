@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..probes import ProbePoint
-from .base import BlockNet
+from .base import BlockNet, check_size
 from .registry import register_model
 
 __all__ = ["FNN", "FNNConfig", "fnn"]
@@ -66,6 +66,10 @@ class FNN(BlockNet):
         super().__init__()
         self.config = config
         self.in_features = math.prod(config.in_shape)
+        w, d = config.width, config.depth
+        n = (self.in_features + 1) * w + (d - 1) * (w + 1) * w + (w + 1) * config.num_classes
+        n = n if d else (self.in_features + 1) * config.num_classes
+        check_size(f"fnn {w}x{d}", n)
         sizes = [self.in_features] + [config.width] * config.depth
         self.hidden = nn.ModuleList(Hidden(sizes[i], sizes[i + 1]) for i in range(config.depth))
         self.head = nn.Linear(sizes[-1], config.num_classes)

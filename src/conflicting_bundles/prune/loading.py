@@ -18,7 +18,6 @@ Model specs (:func:`load_model`):
 from __future__ import annotations
 
 import importlib
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,15 +191,7 @@ def load_model(
             model = load_pruned(_base_factory(base, map_location), path, map_location)
             return model.eval(), base
         if (path / "arch.json").is_file():
-            from ..models import create_model
-
-            arch_d = json.loads((path / "arch.json").read_text())
-            model = create_model(**arch_d)
-            ckpt = torch.load(_checkpoint(path), map_location=map_location, weights_only=True)
-            if not isinstance(ckpt, dict) or "model" not in ckpt:
-                raise ValueError(f"{_checkpoint(path)} has no 'model' entry (a state dict).")
-            model.load_state_dict(ckpt["model"])
-            return model.eval(), {"arch": arch_d}
+            return _load_run_dir(path, map_location)
         if (path / "config.json").is_file():  # after arch.json: our run dirs have one too
             return _hf_model(str(path), map_location).eval(), {"spec": f"hf:{path}"}
         raise ValueError(
@@ -211,6 +202,42 @@ def load_model(
         return _load_file(path, arch, kw, map_location, trust_pickle)
     model, base = _from_spec_or_name(spec, kw, map_location)
     return model.eval(), base
+
+
+def _load_run_dir(path: Path, map_location: str) -> tuple[nn.Module, dict]:
+    """A run directory of ``cbundles train``: arch.json + checkpoints/best.pt (else last.pt).
+    A damaged file is named, with how to recover, instead of a pickle/zip traceback."""
+    from .. import runs
+    from ..models import create_model
+
+    arch_d = runs.load_arch(path)  # RunDirError naming arch.json when it is damaged
+    if not isinstance(arch_d, dict) or not arch_d.get("name"):
+        raise ValueError(
+            f"{path / 'arch.json'} holds no model architecture (a JSON object with 'name'); "
+            "the run directory is damaged: train it again with --force."
+        )
+    try:
+        model = create_model(**arch_d)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path / 'arch.json'} does not describe a model this program builds "
+                         f"({e}); the run directory is damaged.") from e  # fmt: skip
+    ckpt_file = _checkpoint(path)
+    try:
+        ckpt = runs.load_checkpoint(path, ckpt_file.stem, map_location=map_location)
+    except runs.RunDirError as e:
+        last = ckpt_file.name == "best.pt" and (path / "checkpoints" / "last.pt").is_file()
+        hint = " (prune reads best.pt, else last.pt: move best.pt aside to prune last.pt)"
+        raise ValueError(f"{e}{hint if last else ''}") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"{ckpt_file} has no 'model' entry (a state dict); it is damaged.")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise ValueError(
+            f"{ckpt_file} does not fit the architecture in {path / 'arch.json'} "
+            f"({str(e).splitlines()[0]}); the run directory is damaged."
+        ) from e
+    return model.eval(), {"arch": arch_d}
 
 
 def _checkpoint(run_dir: Path) -> Path:
