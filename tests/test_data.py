@@ -153,8 +153,8 @@ def test_fashion_idx_roundtrip(tmp_path, gz):
 def test_fashion_found_in_system_dir(tmp_path, monkeypatch):
     sysdir = tmp_path / "usr-share" / "fashion-mnist"
     data = make_idx_set(sysdir)
-    src = dataclasses.replace(registry._SOURCES["fashion-mnist"], system_dirs=(sysdir,))
-    monkeypatch.setitem(registry._SOURCES, "fashion-mnist", src)
+    src = dataclasses.replace(registry.SOURCES["fashion-mnist"], system_dirs=(sysdir,))
+    monkeypatch.setitem(registry.SOURCES, "fashion-mnist", src)
     ds = load_dataset("fashion-mnist", "test", data_dir=tmp_path / "empty")
     assert np.array_equal(ds.images[:, 0].numpy(), data["test"][0])
     row = {r["name"]: r for r in describe_datasets(tmp_path / "empty")}["fashion-mnist"]
@@ -378,8 +378,8 @@ def test_missing_dataset_message(tmp_path):
 
 
 def test_missing_fashion_mentions_apt(tmp_path, monkeypatch):
-    src = dataclasses.replace(registry._SOURCES["fashion-mnist"], system_dirs=())
-    monkeypatch.setitem(registry._SOURCES, "fashion-mnist", src)
+    src = dataclasses.replace(registry.SOURCES["fashion-mnist"], system_dirs=())
+    monkeypatch.setitem(registry.SOURCES, "fashion-mnist", src)
     with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist", data_dir=tmp_path)
 

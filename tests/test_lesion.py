@@ -89,6 +89,8 @@ def test_config_errors_are_clear():
         LesionConfig(repeats=0)
     with pytest.raises(ValueError, match="unknown criterion"):
         LesionConfig(flag_criteria=("bogus",))
+    with pytest.raises(ValueError, match="0.01 = 1 point"):
+        LesionConfig(tolerance=1.0)  # a fraction, not points
     cfg = LesionConfig(criteria=("reference",), flag_criteria=("coarse:16",))
     assert cfg.criteria == ("reference", "coarse:16")  # a flag criterion is always measured
     assert LesionConfig(flag_criteria=("all",)).flag_criteria == cfg_all_names()
@@ -143,14 +145,36 @@ def test_no_flagged_block_still_writes_everything_and_says_so(run_dir, tmp_path)
     assert ("reference", "conflicting") not in groups
     # nothing flagged: "non-conflicting" is "all", drawn with the same seeded sets
     curves = res.curves
-    a = [c["test_acc_pct_mean"] for c in curves if c["group"] == "all"]
-    nc = [c["test_acc_pct_mean"] for c in curves if c["group"] == "non-conflicting"]
+    a = [c["test_acc_mean"] for c in curves if c["group"] == "all"]
+    nc = [c["test_acc_mean"] for c in curves if c["group"] == "non-conflicting"]
     assert a == nc and len(a) == 6
     # single-block sweep: accuracies in percent, harm = base - single
     for b in res.blocks:
-        assert 0 <= b["single_acc_pct"] <= 100
-        assert b["single_harm_pts"] == pytest.approx(res.base_acc_pct - b["single_acc_pct"])
-    assert 0 <= res.base_acc_pct <= 100 and s["units"].startswith("accuracies in percent")
+        assert 0 <= b["single_acc"] <= 1
+        assert b["single_harm"] == pytest.approx(res.base_acc - b["single_acc"])
+    # fractions, as train's test_acc: 200 test samples, so a multiple of 1/200
+    assert 0 <= res.base_acc <= 1 and s["units"].startswith("accuracies, losses and harm are")
+    assert res.base_acc * 200 == pytest.approx(round(res.base_acc * 200))
+    # the conflict signals were measured at the run's lr and batch size (MeasureSpec.from_run)
+    tc = runs.load_config(run_dir)
+    m = s["measure"]
+    assert (m["lr"], m["batch_size"], m["n_samples"]) == (tc["lr"], tc["batch_size"], cfg.samples)
+    assert m["source"] == {"lr": "run", "batch_size": "run"}
+    assert m["w_max"] == pytest.approx(res.blocks[0]["w_max"])
+
+
+def test_given_lr_overrides_the_runs_and_changes_the_margin(run_dir, tmp_path):
+    base = dict(repeats=1, max_k=1, test_limit=50)
+    at_run = lesion_run(run_dir, LesionConfig(**base), tmp_path / "a", progress=False, report=False)
+    lr = 10 * runs.load_config(run_dir)["lr"]
+    given = lesion_run(
+        run_dir, LesionConfig(**base, lr=lr), tmp_path / "b", progress=False, report=False
+    )
+    assert given.summary["measure"]["lr"] == lr
+    assert given.summary["measure"]["source"] == {"lr": "given", "batch_size": "run"}
+    # the margin is in units of the resolution q = ulp(w_max) * bs / lr: 10x the lr, 10x it
+    for a, b in zip(at_run.blocks, given.blocks, strict=True):
+        assert b["margin"] == pytest.approx(10 * a["margin"], rel=1e-6)
 
 
 def zeroed_model(run_dir, blocks=("a.0", "a.2")):
@@ -177,13 +201,11 @@ def test_conflicting_blocks_made_by_zeroing_are_flagged_and_removable(run_dir):
     assert res.summary["by_criterion"]["reference"]["flagged_blocks"] == flagged
     for b in res.blocks:
         if b["block"] in flagged:
-            assert b["single_harm_pts"] == 0.0
+            assert b["single_harm"] == 0.0
             assert b["margin"] == 0.0  # identical rows of different labels
     conf = [c for c in res.curves if c["group"] == "conflicting"]
     assert [c["k"] for c in conf] == [1, 2]
-    assert all(
-        c["test_acc_pct_mean"] == res.base_acc_pct and c["test_acc_pct_std"] == 0 for c in conf
-    )
+    assert all(c["test_acc_mean"] == res.base_acc and c["test_acc_std"] == 0 for c in conf)
     removable = res.summary["by_criterion"]["reference"]["removable"]
     assert removable["conflicting"]["k"] == 2
     assert removable["conflicting"]["fraction_of_blocks"] == pytest.approx(2 / 6)
@@ -194,7 +216,7 @@ def test_conflicting_blocks_made_by_zeroing_are_flagged_and_removable(run_dir):
     # blocks that cost nothing alone are among the individually harmless ones, scored jointly
     h = res.summary["individually_harmless"]
     assert {"a.0", "a.2"} <= set(h["blocks"])
-    assert h["joint_loss_pts"] == pytest.approx(res.base_acc_pct - h["joint_test_acc_pct"])
+    assert h["joint_loss"] == pytest.approx(res.base_acc - h["joint_test_acc"])
     # the correlation table has every signal, the entropy included
     signals = {r["signal"] for r in res.corr}
     assert {"entropy[reference]", "-margin", "index"} <= signals

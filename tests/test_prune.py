@@ -634,6 +634,41 @@ def test_cli_prune_run_dir_then_reload(tmp_path):
     assert torch.equal(loaded(x), remove_blocks(model, summary["removed"])(x))
 
 
+def test_prune_of_a_run_directory_scores_at_the_runs_lr_and_batch_size(tmp_path):
+    make_run_dir(tmp_path / "run")
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"lr": 0.01, "batch_size": 32}))
+    args = ["--model", str(tmp_path / "run"), "--dataset", "synthetic", "--remove", "1",
+            "--test-limit", "32"]  # fmt: skip
+    res = run_cli([*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    at_run = json.loads((tmp_path / "a" / "prune.json").read_text())
+    assert (at_run["measure"]["lr"], at_run["measure"]["batch_size"]) == (0.01, 32)
+    assert at_run["measure"]["source"] == {"lr": "run", "batch_size": "run"}
+    res = run_cli([*args, "--lr", "0.001", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    given = json.loads((tmp_path / "b" / "prune.json").read_text())
+    assert given["measure"]["source"] == {"lr": "given", "batch_size": "run"}
+    # margins are in units of q = ulp(w_max) * bs / lr: a 10x smaller lr, 10x smaller margins
+    rows_a = {r["block"]: r for r in csv.DictReader((tmp_path / "a" / "scores.csv").open())}
+    rows_b = {r["block"]: r for r in csv.DictReader((tmp_path / "b" / "scores.csv").open())}
+    for name, r in rows_a.items():
+        assert float(rows_b[name]["margin"]) == pytest.approx(float(r["margin"]) / 10, rel=1e-6)
+        assert float(r["lr"]) == 0.01 and float(rows_b[name]["lr"]) == 0.001
+    # a damaged config.json is named; --lr and --batch-size prune without it
+    (tmp_path / "run" / "config.json").write_text("{")
+    res = run_cli([*args, "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "config.json" in res.output
+    assert "--lr and --batch-size" in " ".join(res.output.split())
+    res = run_cli([*args, "--lr", "0.01", "--batch-size", "32", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    d = json.loads((tmp_path / "d" / "prune.json").read_text())["measure"]
+    assert d["source"] == {"lr": "given", "batch_size": "given"}
+    # print-config shows the resolved settings and runs nothing
+    res = run_cli([*args, "--print-config", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0 and "scorer: conflict" in res.output and "lr: null" in res.output
+    assert not (tmp_path / "c").exists()
+
+
 def test_cli_compare_with_model_file(tmp_path):
     torch.save(resnet(layers=(2, 2, 2)).train(False), tmp_path / "m.pt")
     # The local ResNet takes 1 channel and has 3 classes: feed it 28x28 synthetic images

@@ -157,16 +157,16 @@ def _autotune_dir(d: Path) -> Path:
 def _lesion_dir(d: Path) -> Path:
     ref = {
         "num_flagged": 3,
-        "single_harm_pts_mean": {"conflicting": 0.5, "non-conflicting": 4.25},
+        "single_harm_mean": {"conflicting": 0.005, "non-conflicting": 0.0425},
         "note": "",
     }
     runs.write_json(
         d / "lesion_summary.json",
         {
-            "base_test_acc_pct": 94.2,
+            "base_test_acc": 0.942,
             "num_blocks": 24,
             "num_test_samples": 2000,
-            "tolerance_pts": 1.0,
+            "tolerance": 0.01,
             "removable_all_blocks": {"k": 2},
             "primary_criterion": "reference",
             "by_criterion": {"reference": ref, "coarse:16": {"num_flagged": 11}},
@@ -188,14 +188,14 @@ def _grid_dir(d: Path) -> Path:
         {
             "num_finished": 4,
             "num_conflicting": 1,
-            "mean_test_acc_pct_conflicting": 20.0,
-            "mean_test_acc_pct_not_conflicting": 61.0,
-            "best": {"width": 10, "depth": 2, "test_acc_pct": 88.6},
+            "mean_test_acc_conflicting": 0.2,
+            "mean_test_acc_not_conflicting": 0.61,
+            "best": {"width": 10, "depth": 2, "test_acc": 0.886},
             "first_conflicting_depth_by_width": {"3": 1, "10": None},
             "config": {"dataset": "mnist", "widths": [3, 10], "depths": [1, 2], "epochs": 5},
         },
     )
-    runs.write_csv(d / "grid.csv", [{"width": 3, "depth": 1, "test_acc_pct": 40.0}])
+    runs.write_csv(d / "grid.csv", [{"width": 3, "depth": 1, "test_acc": 0.4}])
     _png(d / "grid.png")
     return d
 
@@ -247,7 +247,16 @@ def _search_dir(d: Path) -> Path:
 KINDS = {
     "train": (_train_dir, ["65.5% test accuracy", "84k parameters", "optimizer adam", "2 min"]),
     "autotune": (_autotune_dir, ["100 -> 42 blocks", "84k -> 47k parameters", "1.9x faster"]),
-    "lesion": (_lesion_dir, ["flags 3 of 24 blocks", "94.2% test accuracy", "coarse:16: 11"]),
+    "lesion": (
+        _lesion_dir,
+        [
+            "flags 3 of 24 blocks",
+            "94.2% test accuracy",
+            "coarse:16: 11",
+            "tolerance 1 pts",
+            "conflicting 0.5",
+        ],
+    ),
     "grid": (_grid_dir, ["1 of 4 nets", "20.0% with vs 61.0% without", "88.6%"]),
     "sweep": (_sweep_dir, ["2 of 2 trials completed", "test_acc 90.0% ± 1.0"]),
     "prune-compare": (_prune_dir, ["Unpruned 95.0%", "conflict 1, random 0"]),
@@ -313,3 +322,34 @@ def test_piped_tables_keep_full_names(capsys):
     out = capsys.readouterr().out
     assert "…" not in out and all(n in out for n in names)
     assert out.count("fashion-mnist-" + "x" * 20) == len(names)
+
+
+def test_folders_written_in_percent_still_report_the_same_figures(tmp_path):
+    """Lesion and grid folders from before accuracies were fractions everywhere (``*_pct``,
+    ``*_pts``) render the same headline figures as their fraction-valued successors."""
+    old = tmp_path / "old"
+    old.mkdir()
+    runs.write_json(
+        old / "lesion_summary.json",
+        {
+            "base_test_acc_pct": 94.2,
+            "tolerance_pts": 1.0,
+            "num_blocks": 24,
+            "primary_criterion": "reference",
+            "by_criterion": {
+                "reference": {"num_flagged": 3, "single_harm_pts_mean": {"conflicting": 0.5}}
+            },
+        },
+    )
+    text = build_report(old).read_text()
+    assert "94.2% test accuracy" in text and "tolerance 1 pts" in text
+    assert "conflicting 0.5" in text
+    g = tmp_path / "grid"
+    g.mkdir()
+    runs.write_json(
+        g / "grid_summary.json",
+        {"mean_test_acc_pct_conflicting": 20.0, "mean_test_acc_pct_not_conflicting": 61.0,
+         "best": {"width": 10, "depth": 2, "test_acc_pct": 88.6}},
+    )  # fmt: skip
+    text = build_report(g).read_text()
+    assert "20.0% with vs 61.0% without" in text and "88.6%" in text

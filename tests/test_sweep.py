@@ -350,7 +350,7 @@ def test_cli_dry_run_serial_and_errors(tmp_path):
     assert all(isinstance(x["conflicting_init"], bool) for x in rows)
     # the same cells as `cbundles grid`: grid.csv's columns, measure.csv, the heat map
     cell = runs.read_csv(next((tmp_path / "g" / "trials").glob("depth-2*")) / "measure.csv")
-    assert len(cell) == 2 and {"test_acc_pct", "first_conflicting_layer"} <= set(rows[0])
+    assert len(cell) == 2 and {"test_acc", "first_conflicting_layer"} <= set(rows[0])
     assert (tmp_path / "g" / "sweep.png").is_file()
     bad = write_spec(tmp_path / "bad.yaml", "kind: train\ngrid: {lr: [-1]}\n")
     r = CliRunner().invoke(app, ["sweep", str(bad)])

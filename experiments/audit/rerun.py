@@ -517,8 +517,17 @@ def prune_damaged(w, n):
     good = fixture(w, "good")
     d = good if kind == "fnn_ok" else damaged_copy(good, w / "runsbad" / kind, kind)
     r = cb("prune", "--model", str(d.relative_to(w)), *PRUNE, "--out", f"pr/{kind}", cwd=w)
-    if kind in ("fnn_ok", "bad_config", "trunc_last"):  # prune needs neither (reads best.pt)
+    if kind in ("fnn_ok", "trunc_last"):  # prune reads best.pt, not last.pt
         return r.rc == 0 and (w / f"pr/{kind}/model.pt").is_file(), r, ""
+    if kind == "bad_config":  # the run's lr / batch size are in it: named, or given by hand
+        again = cb("prune", "--model", str(d.relative_to(w)), *PRUNE, "--lr", "1e-3",
+                   "--batch-size", "64", "--out", f"pr/{kind}", cwd=w)  # fmt: skip
+        ok = r.clean_fail("config.json", "--lr and --batch-size")
+        return (
+            ok and again.rc == 0 and (w / f"pr/{kind}/model.pt").is_file(),
+            r,
+            (f"with --lr/--batch-size: rc {again.rc}"),
+        )
     damaged = {"bad_arch": "arch.json", "trunc_best": "best.pt"}.get(kind, "best.pt")
     return r.clean_fail(damaged), r, ""
 

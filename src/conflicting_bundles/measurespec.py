@@ -7,23 +7,97 @@ per-epoch meter, ``measure_run`` and any later scorer measure a run the way it w
 
     spec = MeasureSpec.from_run("runs/fnn")             # the run's lr, batch size, criterion...
     spec = MeasureSpec.from_run("runs/fnn", n_samples=512, criterion="raw")   # overrides
-    results = spec.run(model, x, y, num_classes=10)     # -> list[probes.LayerResult]
+    results = spec.run(model, x, y, num_classes=10)     # -> list[LayerResult]
+    r = spec.layer_stats(a, y, w_max=w, margin=True)    # one activation (N, D) -> LayerResult
     row.update(spec.to_dict())                          # say what produced a number
+
+:meth:`MeasureSpec.layer_stats` (:func:`layer_result`) is the one per-layer report (bundles,
+entropy, flag, margin, w_max) behind ``measure_run``, the lesion signals and prune's conflict
+scorer; ``run`` (probes.measure, train's meter) computes the same numbers chunk-wise.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .metric import Criterion
-from .probes import LayerResult, measure
+from .metric import Criterion, conflict_margin
 
-__all__ = ["MeasureSpec"]
+__all__ = ["MeasureSpec", "LayerResult", "layer_result"]
+
+
+@dataclass
+class LayerResult:
+    """Bundle statistics of one probe point: the per-layer report. ``criterion`` names the
+    rule that produced them, ``w_max`` the amplitude used (None where not recorded), ``margin``
+    the conflict margin (metric.conflict_margin, units of q; None when not computed)."""
+
+    name: str
+    num_bundles: int
+    entropy: float
+    num_samples: int
+    dim: int
+    bundle_ids: torch.Tensor = field(repr=False)
+    sizes: torch.Tensor = field(repr=False)
+    criterion: str = "reference"
+    w_max: float | None = None
+    margin: float | None = None
+
+    @property
+    def conflicting(self) -> bool:
+        return self.entropy > 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "layer": self.name,
+            "num_bundles": self.num_bundles,
+            "entropy": self.entropy,
+            "conflicting": self.conflicting,
+            "num_samples": self.num_samples,
+            "dim": self.dim,
+            "criterion": self.criterion,
+            "w_max": self.w_max,
+            "margin": self.margin,
+        }
+
+
+def layer_result(
+    name: str,
+    a: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    criterion: str | Criterion = "reference",
+    w_max: float,
+    lr: float,
+    batch_size: int,
+    num_classes: int | None = None,
+    margin: bool = False,
+) -> LayerResult:
+    """The per-layer report of one activation a (N, ...) (flattened to (N, D)) with labels
+    y (N,): bundles and entropy under ``criterion`` and, with ``margin``, the conflict margin.
+    The one function behind measure_run, the lesion signals and the conflict scorer (called
+    through :meth:`MeasureSpec.layer_stats`); :func:`measure` computes the same numbers
+    chunk-wise."""
+    crit = Criterion.parse(criterion)
+    a = a.reshape(a.shape[0], -1)  # (N, D)
+    st = crit.stats(a, y, num_classes=num_classes, w_max=w_max, lr=lr, batch_size=batch_size)
+    m = conflict_margin(a, y, w_max=w_max, lr=lr, batch_size=batch_size) if margin else None
+    return LayerResult(
+        name,
+        st.num_bundles,
+        st.entropy,
+        int(a.shape[0]),
+        int(a.shape[1]),
+        st.bundle_ids,
+        st.sizes,
+        crit.name,
+        float(w_max),
+        m,
+    )
 
 
 @dataclass(frozen=True)
@@ -97,7 +171,7 @@ class MeasureSpec:
         layers: None = the model's declared probe points of ``kind``, or anything
         probes.measure accepts (resolved points are used as given). w_max overrides the
         spec's."""
-        from .probes import ProbePoint
+        from .probes import ProbePoint, measure
 
         resolved = isinstance(layers, list) and all(isinstance(p, ProbePoint) for p in layers)
         return measure(
@@ -111,4 +185,33 @@ class MeasureSpec:
             criterion=self.criterion,
             num_classes=num_classes,
             w_max=w_max if w_max is not None else self.w_max,
+        )
+
+    def layer_stats(
+        self,
+        a: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        w_max: float | None = None,
+        num_classes: int | None = None,
+        criterion: str | Criterion | None = None,
+        name: str = "",
+        margin: bool = False,
+    ) -> LayerResult:
+        """The per-layer report (:func:`layer_result`) of one activation a (N, ...) with
+        labels y (N,) under this context: its lr and batch size, its criterion unless
+        ``criterion`` is given, w_max as given else the spec's (one of them is required)."""
+        w = w_max if w_max is not None else self.w_max
+        if w is None:
+            raise ValueError("layer_stats needs w_max: pass w_max= or build the spec with one.")
+        return layer_result(
+            name,
+            a,
+            y,
+            criterion=self.criterion if criterion is None else criterion,
+            w_max=w,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            num_classes=num_classes,
+            margin=margin,
         )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .measurespec import LayerResult, layer_result
 from .metric import (
     Criterion,
     bundle_entropy_from_ids,
@@ -31,7 +32,16 @@ from .metric import (
 )
 from .rowgroups import first_appearance_ids
 
-__all__ = ["ProbePoint", "Tap", "probe", "Probe", "measure", "LayerResult", "resolve_points"]
+__all__ = [
+    "ProbePoint",
+    "Tap",
+    "probe",
+    "Probe",
+    "measure",
+    "LayerResult",
+    "layer_result",
+    "resolve_points",
+]
 
 Transform = Callable[[tuple, object], torch.Tensor]
 
@@ -104,7 +114,8 @@ def resolve_points(
                 "modules or a regex over named_modules(), e.g. layers=r'layer\\d+\\.\\d+')."
             )
         if not pts:
-            raise ValueError(f"{type(model).__name__} declares no probe points of kind {kind!r}.")
+            what = "(it has no blocks or hidden layers)" if kind is None else f"of kind {kind!r}"
+            raise ValueError(f"{type(model).__name__} declares no probe points {what}.")
         return pts
     hook_kind = kind or "output"
     if hook_kind not in ("output", "residual-branch"):
@@ -212,33 +223,6 @@ def probe(model: nn.Module, layers=None, kind: str | None = None, on_activation=
     """``with probe(model, layers) as p: model(x)``; then ``p.get(name)``. Hooks are removed on
     exit, also when the body raises."""
     return Probe(model, resolve_points(model, layers, kind), on_activation)
-
-
-@dataclass
-class LayerResult:
-    """Bundle statistics of one probe point."""
-
-    name: str
-    num_bundles: int
-    entropy: float
-    num_samples: int
-    dim: int
-    bundle_ids: torch.Tensor = field(repr=False)
-    sizes: torch.Tensor = field(repr=False)
-
-    @property
-    def conflicting(self) -> bool:
-        return self.entropy > 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "layer": self.name,
-            "num_bundles": self.num_bundles,
-            "entropy": self.entropy,
-            "conflicting": self.conflicting,
-            "num_samples": self.num_samples,
-            "dim": self.dim,
-        }
 
 
 @dataclass
@@ -354,15 +338,15 @@ def measure(
             g = int(local.max()) + 1
             ids = first_appearance_ids(local, g)
             ent, sizes = bundle_entropy_from_ids(ids, y, g, c)
-            results.append(LayerResult(p.name, g, ent, n, r.dim, ids, sizes))
+            results.append(LayerResult(p.name, g, ent, n, r.dim, ids, sizes, crit.name, wmax))
         else:
             if not full[p.name]:
                 raise RuntimeError(f"probe point {p.name!r} was never reached in the forward pass.")
             a = torch.cat(full[p.name])
-            st = crit.stats(a, y, num_classes=c, w_max=wmax, lr=lr, batch_size=batch_size)
             results.append(
-                LayerResult(
-                    p.name, st.num_bundles, st.entropy, n, a.shape[1], st.bundle_ids, st.sizes
+                layer_result(
+                    p.name, a, y, criterion=crit, w_max=wmax, lr=lr, batch_size=batch_size,
+                    num_classes=c,
                 )
-            )
+            )  # fmt: skip
     return results

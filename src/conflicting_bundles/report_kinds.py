@@ -36,11 +36,20 @@ class RunReport:
 
 
 # ------------------------------------------------------------------------------- formatting
-def _acc(d: dict, key: str) -> str:
-    """d[key + '_pct'] (percent) or d[key] (fraction), formatted."""
-    if d.get(f"{key}_pct") is not None:
-        return pct(d[f"{key}_pct"], percent=True)
+def _acc(d: dict, key: str, legacy: str | None = None) -> str:
+    """d[key] (a fraction) formatted as "65.5%"; folders written before accuracies were
+    fractions everywhere hold percent in d[key + '_pct'] (or d[legacy])."""
+    old = d.get(legacy or f"{key}_pct")
+    if d.get(key) is None and old is not None:
+        return pct(old, percent=True)
     return pct(d.get(key))
+
+
+def _points(d: dict, key: str) -> float | None:
+    """An accuracy difference in points: 100 * d[key] (a fraction), or a legacy d[key+'_pts']."""
+    if d.get(key) is None:
+        return d.get(f"{key}_pts")
+    return 100 * d[key]
 
 
 def _num(v) -> str:
@@ -178,11 +187,13 @@ def _lesion(d: Path) -> tuple[str, list[Path]]:
     what = (
         f"Run: lesion study of {s.get('run_dir', '?')} ({_model_text(model) if model else '?'} "
         f"on {s.get('dataset', '?')}), {s.get('num_test_samples', '?')} test samples, tolerance "
-        f"{fmt(s.get('tolerance_pts'))} pts."
+        f"{fmt(_points(s, 'tolerance'))} pts."
     )
-    harm = c.get("single_harm_pts_mean", {})
+    harm = {g: _points({"h": v}, "h") for g, v in c.get("single_harm_mean", {}).items()}
+    if not harm:  # a folder from before fractions everywhere
+        harm = c.get("single_harm_pts_mean", {})
     rem = s.get("removable_all_blocks", {})
-    tol = fmt(s.get("tolerance_pts"))
+    tol = fmt(_points(s, "tolerance"))
     removable = (
         f"even 1 random block costs more than {tol} pts on average"
         if rem.get("k") == 0
@@ -220,8 +231,9 @@ def _grid(d: Path) -> tuple[str, list[Path]]:
     answer = (
         f"{s.get('num_conflicting', '?')} of {s.get('num_finished', '?')} nets end with "
         f"conflicting bundles (last hidden layer); mean test accuracy "
-        f"{pct(s.get('mean_test_acc_pct_conflicting'), percent=True)} with vs "
-        f"{pct(s.get('mean_test_acc_pct_not_conflicting'), percent=True)} without. Best net: "
+        f"{_acc(s, 'mean_test_acc_conflicting', 'mean_test_acc_pct_conflicting')} with vs "
+        f"{_acc(s, 'mean_test_acc_not_conflicting', 'mean_test_acc_pct_not_conflicting')} "
+        "without. Best net: "
         f"width "
         f"{best.get('width')}, depth {best.get('depth')}, {_acc(best, 'test_acc')}."
     )

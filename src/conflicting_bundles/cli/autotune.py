@@ -6,93 +6,166 @@ from pathlib import Path
 
 import typer
 
+from ..autotune.config import AutotuneConfig
+from ..autotune.rules import VARIANTS
 from ..console import make_console
 from ..data import DatasetError
 from ..runs import RunDirError
-from .common import error, model_kwargs, os_error_message
+from ..train import OPTIMIZERS, TrainConfig
+from .common import (
+    CONFIG_HELP,
+    CONV_MODELS,
+    PRINT_CONFIG_HELP,
+    config_values,
+    default,
+    error,
+    given,
+    model_kwargs,
+    os_error_message,
+    print_config,
+)
+
+PAPER_START = "3,12,41,3"  # the paper's plain-120 / resnet-120 start (docs/method.md §5)
+
+
+def T(name: str) -> str:
+    return default(TrainConfig, name)
+
+
+def A(name: str) -> str:
+    return default(AutotuneConfig, name)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("autotune")
     def autotune_cmd(
+        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         dataset: str = typer.Option(
-            "mnist", "--dataset", "-d", help="mnist, cifar10, synthetic..."
+            None,
+            "--dataset",
+            "-d",
+            help="A name of `cbundles datasets` or folder:PATH" + T("dataset") + ".",
         ),
-        model: str = typer.Option("plain", "--model", "-m", help="plain, resnet or fnn."),
+        model: str = typer.Option(
+            None,
+            "--model",
+            "-m",
+            help="fnn, plain, resnet or package.module:function" + T("model") + ".",
+        ),
         start_blocks: str = typer.Option(
-            None, help="plain/resnet: start blocks a,b,c,d (default 3,12,41,3 = 120 layers)."
+            None,
+            help=f"plain/resnet: start blocks a,b,c,d (default {PAPER_START}, the paper's "
+            "120 layers).",
         ),
         layers: int = typer.Option(None, help="plain/resnet: start depth from the table."),
         width_mult: str = typer.Option(None, help="plain/resnet: channel multiplier, e.g. 1/8."),
         width: int = typer.Option(None, help="fnn: units per hidden layer."),
         depth: int = typer.Option(None, help="fnn: start number of hidden layers."),
-        epochs: int = typer.Option(120, help="Epoch budget of the final run."),
-        check_epochs: int = typer.Option(10, help="Check for conflicts while epoch < this."),
-        samples: int = typer.Option(64, help="Training samples for the bundle metric."),
-        variant: str = typer.Option("all", help="all, first-and-rest or first-stage."),
-        restart: str = typer.Option("fresh", help="fresh (the paper) or warm (keep weights)."),
-        criterion: str = typer.Option(
-            "reference", help="reference (default), raw, coarse:K, tol:G or rel:R."
+        epochs: int = typer.Option(None, help="Epoch budget of the final run" + T("epochs") + "."),
+        check_epochs: int = typer.Option(
+            None, help="Check for conflicts while epoch < this" + A("check_epochs") + "."
         ),
-        seed: int = typer.Option(0, help="Seed of weights, data order and augmentation."),
-        lr: float = typer.Option(1e-3, help="Learning rate (also the metric's eta)."),
-        batch_size: int = typer.Option(64, help="Batch size (also the metric's beta)."),
+        samples: int = typer.Option(
+            None, help="Training samples for the bundle metric" + A("samples") + "."
+        ),
+        variant: str = typer.Option(None, help=f"{', '.join(VARIANTS)}" + A("variant") + "."),
+        restart: str = typer.Option(
+            None, help="fresh (the paper) or warm (keep weights)" + A("restart") + "."
+        ),
+        criterion: str = typer.Option(
+            None,
+            help="reference (the paper's, default), raw, coarse:K, tol:G, rel:R or calibrated.",
+        ),
+        seed: int = typer.Option(
+            None, help="Seed of weights, data order and augmentation" + T("seed") + "."
+        ),
+        lr: float = typer.Option(
+            None, help="Learning rate (also the metric's eta)" + T("lr") + "."
+        ),
+        batch_size: int = typer.Option(
+            None, help="Batch size (also the metric's beta)" + T("batch_size") + "."
+        ),
+        optimizer: str = typer.Option(
+            None, help=f"{', '.join(OPTIMIZERS)}" + T("optimizer") + ", the paper's recipe."
+        ),
         train_limit: int = typer.Option(None, help="Use only the first N training samples."),
         test_limit: int = typer.Option(None, help="Use only the first N test samples."),
-        augment: bool = typer.Option(
-            True, "--augment/--no-augment", help="Training augmentation (docs/method.md §4)."
+        val_split: int = typer.Option(
+            None, help="Hold out N training samples as validation" + T("val_split") + "."
         ),
-        data_dir: Path = typer.Option(None, help="Data directory."),
-        threads: int = typer.Option(1, help="torch threads."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-        out: Path = typer.Option(Path("runs/autotune"), "--out", "-o", help="Output folder."),
+        augment: bool = typer.Option(
+            None,
+            "--augment/--no-augment",
+            help="Training augmentation (docs/method.md §4)" + T("augment") + ".",
+        ),
+        data_dir: Path = typer.Option(
+            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
+        ),
+        threads: int = typer.Option(None, help="torch threads" + T("threads") + "."),
+        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N" + T("device") + "."),
+        out: Path = typer.Option(None, "--out", "-o", help="Output folder" + A("out") + "."),
         resume: bool = typer.Option(False, help="Continue the search in --out."),
         force: bool = typer.Option(False, help="Start over, replacing the search in --out."),
         amp: str = typer.Option(None, help="bf16: mixed-precision training (default float32)."),
-        channels_last: bool = typer.Option(False, "--channels-last", help="NHWC (GPUs)."),
+        channels_last: bool = typer.Option(
+            None, "--channels-last/--no-channels-last", help="NHWC memory format (GPUs)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch output."),
     ) -> None:
         """Auto-tune: remove conflicting layers early, retrain, until no conflict
         (docs/method.md §5). Exits 1 when a step's training diverged.
+
+        Settings: the AutotuneConfig/TrainConfig defaults, then --config FILE (an
+        AutotuneConfig mapping with the training recipe under `train`), then these options.
 
         Example: cbundles autotune --dataset cifar10 --model plain --start-blocks 3,12,41,3
         --epochs 120 --check-epochs 10 --samples 64 --variant all --seed 0 --out runs/at0
         """
         from ..autotune import AutotuneConfig, SearchDidNotConverge, autotune
 
-        if model in ("plain", "resnet") and start_blocks is None and layers is None:
-            start_blocks = "3,12,41,3"
-        kw = model_kwargs(model, width, depth, start_blocks, layers, width_mult, [])
-        train_cfg = {
-            "model": model,
-            "model_kwargs": kw,
-            "dataset": dataset,
-            "data_dir": None if data_dir is None else str(data_dir),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
-            "train_limit": train_limit,
-            "test_limit": test_limit,
-            "augment": augment,
-            "measure_samples": samples,
-            "threads": threads,
-            "device": device,
-            "progress": not quiet,
-            "tensorboard": True,
-            "amp": amp,
-            "channels_last": channels_last,
-        }
+        file = config_values(config, AutotuneConfig, nested={"train": TrainConfig})
+        file_train = dict(file.pop("train", None) or {})
+        file_kw = file_train.pop("model_kwargs", None) or {}
+        model = model or file_train.get("model") or TrainConfig.model
+        if model in CONV_MODELS and start_blocks is None and layers is None:
+            if not ({"blocks", "layers"} & set(file_kw)):
+                start_blocks = PAPER_START
+        kw = model_kwargs(model, width, depth, start_blocks, layers, width_mult, [], base=file_kw)
+        train_given = given(
+            dataset=dataset,
+            data_dir=None if data_dir is None else str(data_dir),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            seed=seed,
+            train_limit=train_limit,
+            test_limit=test_limit,
+            val_split=val_split,
+            augment=augment,
+            measure_samples=samples,
+            threads=threads,
+            device=device,
+            amp=amp,
+            channels_last=channels_last,
+            progress=False if quiet else None,
+        )
+        search_given = given(
+            out=None if out is None else str(out),
+            variant=variant,
+            restart=restart,
+            check_epochs=check_epochs,
+            samples=samples,
+            criterion=criterion,
+        )
+        train_cfg = {**file_train, **train_given, "model": model, "model_kwargs": kw}
         try:
-            cfg = AutotuneConfig(
-                out=str(out),
-                variant=variant,
-                restart=restart,
-                check_epochs=check_epochs,
-                samples=samples,
-                criterion=criterion,
-                train=train_cfg,
-            )
+            train_cfg = TrainConfig.from_dict(train_cfg).to_dict()  # every field resolved
+            cfg = AutotuneConfig.from_dict({**file, **search_given, "train": train_cfg})
+            if print_config_:
+                TrainConfig.from_dict(cfg.train).validate()
+                print_config(cfg.to_dict())
             res = autotune(cfg, resume=resume, force=force)
         except (ValueError, TypeError, RunDirError, DatasetError, SearchDidNotConverge) as e:
             raise error(str(e)) from e
@@ -101,7 +174,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             make_console(stderr=True).print(
                 f"interrupted; finished steps and epochs are saved. Continue with the same "
-                f"command and --resume (--out {out}).",
+                f"command and --resume (--out {cfg.out}).",
                 markup=False,
             )
             raise typer.Exit(130) from None
@@ -122,4 +195,6 @@ def register(app: typer.Typer) -> None:
             path = build_report(run_dir)
         except FileNotFoundError as e:
             raise error(str(e)) from e
+        except OSError as e:
+            raise error(os_error_message(e, f"{run_dir}/report.html")) from e
         make_console().print(f"wrote {path}", markup=False)

@@ -78,30 +78,81 @@ def model_args(pairs: list[str]) -> dict:
     return out
 
 
-def model_kwargs(model, width, depth, blocks, layers, width_mult, args) -> dict:
-    """The model factory's keyword arguments from the shape options of `train`/`autotune`."""
-    kw: dict = {}
+def model_kwargs(model, width, depth, blocks, layers, width_mult, args, base=None) -> dict:
+    """The model factory's keyword arguments from the shape options of `train`/`autotune`, on
+    top of ``base`` (a config file's model_kwargs)."""
+    kw: dict = dict(base or {})
     given = {"--width": width, "--depth": depth}
     if model in FNN_MODELS:
-        if width is None or depth is None:
+        kw.update({k: v for k, v in (("width", width), ("depth", depth)) if v is not None})
+        if kw.get("width") is None or kw.get("depth") is None:
             raise error("model fnn needs --width and --depth (hidden layers and their units).")
-        kw.update(width=width, depth=depth)
     elif any(v is not None for v in given.values()):
         raise error(f"--width/--depth apply to fnn only; {model} uses --layers or --blocks.")
     conv = {"--blocks": blocks, "--layers": layers, "--width-mult": width_mult}
     if model in CONV_MODELS:
-        if blocks is None and layers is None:
-            raise error(
-                f"model {model} needs --layers N (4, 10, 20, 30, 50, 76, 100, 120) or "
-                "--blocks a,b,c,d."
-            )
+        if blocks is not None or layers is not None:  # the command line's shape wins
+            kw.pop("blocks", None)
+            kw.pop("layers", None)
         if blocks is not None:
             kw["blocks"] = parse_blocks(blocks)
         if layers is not None:
             kw["layers"] = layers
         if width_mult is not None:
             kw["width_mult"] = parse_number(width_mult, "--width-mult")
+        if kw.get("blocks") is None and kw.get("layers") is None:
+            raise error(
+                f"model {model} needs --layers N (4, 10, 20, 30, 50, 76, 100, 120) or "
+                "--blocks a,b,c,d."
+            )
     elif any(v is not None for v in conv.values()):
         raise error(f"--blocks/--layers/--width-mult apply to plain and resnet, not {model}.")
     kw.update(model_args(args))
     return kw
+
+
+# ------------------------------------------------------------------------- config files
+CONFIG_HELP = (
+    "YAML/JSON file of config fields (what --print-config prints, or a finished run's "
+    "config.json / autotune.json / ...); options given here override it."
+)
+PRINT_CONFIG_HELP = "Print the resolved config as YAML and exit without running (validate only)."
+
+
+def default(cls, name: str) -> str:
+    """' (default X)' for a help text, X read from the config dataclass: the one source."""
+    from ..configfile import field_default
+
+    v = field_default(cls, name)
+    if v is None or isinstance(v, bool):
+        v = {None: "none", True: "yes", False: "no"}[v]
+    elif isinstance(v, (tuple, list)):
+        v = ",".join(map(str, v))
+    return f" (default {v})"
+
+
+def config_values(path, cls, *, nested=None, extra=()) -> dict:
+    """The fields of config file ``path`` (None: {}), checked against dataclass ``cls``."""
+    from ..configfile import ConfigFileError, check_fields, read_config_file
+
+    if path is None:
+        return {}
+    try:
+        values = read_config_file(path)
+        check_fields(values, cls, str(path), nested=nested, extra=extra)
+    except ConfigFileError as e:
+        raise error(str(e)) from None
+    return values
+
+
+def print_config(values: dict) -> NoReturn:
+    """Print a resolved config as YAML to stdout and exit 0."""
+    from ..configfile import to_yaml
+
+    typer.echo(to_yaml(values), nl=False)
+    raise typer.Exit(0)
+
+
+def given(**options) -> dict:
+    """The options given on the command line (every config option defaults to None)."""
+    return {k: v for k, v in options.items() if v is not None}

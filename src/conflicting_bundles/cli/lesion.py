@@ -3,14 +3,35 @@ depth map)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from ..console import make_console
 from ..data import DatasetError
+from ..grid.cells import GridConfig
 from ..runs import RunDirError
-from .common import error, os_error_message
+from .common import (
+    CONFIG_HELP,
+    PRINT_CONFIG_HELP,
+    config_values,
+    default,
+    error,
+    given,
+    os_error_message,
+    print_config,
+)
+
+
+def G(name: str) -> str:
+    return default(GridConfig, name)
+
+
+def L(name: str) -> str:
+    from ..lesion import LesionConfig
+
+    return default(LesionConfig, name)
 
 
 def _criteria(text: str) -> tuple[str, ...]:
@@ -24,25 +45,38 @@ def register(app: typer.Typer) -> None:
             ...,
             help="A run directory (cbundles train), or an auto-tune folder (its final step).",
         ),
-        repeats: int = typer.Option(15, help="Random lesion sets per k and group."),
-        samples: int = typer.Option(64, help="Non-augmented training samples for the metric."),
+        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
+        repeats: int = typer.Option(
+            None, help="Random lesion sets per k and group" + L("repeats") + "."
+        ),
+        samples: int = typer.Option(
+            None, help="Non-augmented training samples for the metric" + L("samples") + "."
+        ),
         max_k: int = typer.Option(None, help="Largest lesion set (default: every block)."),
-        seed: int = typer.Option(0, help="Seed of the random lesion sets."),
+        seed: int = typer.Option(None, help="Seed of the random lesion sets" + L("seed") + "."),
         criteria: str = typer.Option(
-            None,
-            help="Criteria measured per block, comma-separated (default: reference, raw, "
-            "coarse:16, coarse:256, coarse:1024, rel:0.001, rel:0.01).",
+            None, help="Criteria measured per block, comma-separated" + L("criteria") + "."
         ),
         flag_criterion: str = typer.Option(
-            "reference",
+            None,
             help="Criteria that form the groups, comma-separated; 'all' = every measured one. "
-            "The first is the primary one.",
+            "The first is the primary one" + L("flag_criteria") + ".",
         ),
         test_limit: int = typer.Option(
             None, help="Evaluate on the first N test samples (default: the whole split)."
         ),
         tolerance: float = typer.Option(
-            1.0, help="'No significant loss' = less than this many accuracy points."
+            None,
+            help="'No significant loss' = an accuracy loss below this fraction (0.01 = 1 point)"
+            + L("tolerance")
+            + ".",
+        ),
+        lr: float = typer.Option(
+            None, help="The training lr the metric assumes (its eta; default: the run's)."
+        ),
+        batch_size: int = typer.Option(
+            None, help="The training batch size the metric assumes (its beta; default: the run's)."
         ),
         checkpoint: str = typer.Option("last", help="last, best or an epoch number."),
         kind: str = typer.Option(
@@ -59,24 +93,37 @@ def register(app: typer.Typer) -> None:
         """Lesion study (docs/method.md §6): which blocks of a trained net can be replaced by their
         shortcut, flagged (conflicting) vs unflagged vs all vs position-matched blocks.
 
-        Accuracies are in percent, losses in accuracy points. Example:
-        cbundles lesion runs/resnet50 --repeats 15 --samples 64 --test-limit 2000
+        Accuracies and losses are fractions in the files (0.01 = 1 point), shown in % and points.
+
+        Settings: the LesionConfig defaults, then --config FILE, then the options given here.
+
+        Example: cbundles lesion runs/resnet50 --repeats 15 --samples 64 --test-limit 2000
         """
         from ..autotune import final_run_dir
-        from ..lesion import DEFAULT_CRITERIA, LesionConfig, lesion_run
+        from ..lesion import LesionConfig, lesion_run
 
+        file = config_values(config, LesionConfig)
         try:
-            cfg = LesionConfig(
+            cli = given(
                 repeats=repeats,
                 samples=samples,
                 max_k=max_k,
                 seed=seed,
-                criteria=_criteria(criteria) if criteria else DEFAULT_CRITERIA,
-                flag_criteria=_criteria(flag_criterion),
+                criteria=None if criteria is None else _criteria(criteria),
+                flag_criteria=None if flag_criterion is None else _criteria(flag_criterion),
                 kind=kind,
-                tolerance_pts=tolerance,
+                lr=lr,
+                batch_size=batch_size,
+                tolerance=tolerance,
                 test_limit=test_limit,
             )
+            values = {**file, **cli}
+            for key in ("criteria", "flag_criteria"):  # a file holds lists
+                if key in values:
+                    values[key] = tuple(values[key])
+            cfg = LesionConfig(**values)
+            if print_config_:
+                print_config(asdict(cfg))
             run_dir = final_run_dir(run_dir)  # an auto-tune folder: its final step
             lesion_run(
                 run_dir,
@@ -105,50 +152,73 @@ def register(app: typer.Typer) -> None:
 
     @app.command("grid")
     def grid_cmd(
-        widths: str = typer.Option("5,10,25,50,100", help="Hidden-layer widths, comma-separated."),
-        depths: str = typer.Option(
-            "1,2,5,10,20,50,100", help="Numbers of hidden layers, comma-separated."
+        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
+        widths: str = typer.Option(
+            None, help="Hidden-layer widths, comma-separated" + G("widths") + "."
         ),
-        dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist, fashion-mnist..."),
-        epochs: int = typer.Option(5, help="Epochs per net."),
+        depths: str = typer.Option(
+            None, help="Numbers of hidden layers, comma-separated" + G("depths") + "."
+        ),
+        dataset: str = typer.Option(
+            None, "--dataset", "-d", help="A name of `cbundles datasets`" + G("dataset") + "."
+        ),
+        epochs: int = typer.Option(None, help="Epochs per net" + G("epochs") + "."),
         workers: int = typer.Option(
             None, help="Parallel processes, 1 torch thread each (default: all cores)."
         ),
-        samples: int = typer.Option(64, help="Training samples for the bundle metric."),
-        criterion: str = typer.Option(
-            "reference", help="reference (default), raw, coarse:K, tol:G or rel:R."
+        samples: int = typer.Option(
+            None, help="Training samples for the bundle metric" + G("samples") + "."
         ),
-        seed: int = typer.Option(0, help="Seed of weights, data order and augmentation."),
-        lr: float = typer.Option(1e-3, help="Learning rate (also the metric's eta)."),
-        batch_size: int = typer.Option(64, help="Batch size (also the metric's beta)."),
+        criterion: str = typer.Option(
+            None,
+            help="reference (the paper's, default), raw, coarse:K, tol:G, rel:R or calibrated.",
+        ),
+        seed: int = typer.Option(
+            None, help="Seed of weights, data order and augmentation" + G("seed") + "."
+        ),
+        lr: float = typer.Option(
+            None, help="Learning rate (also the metric's eta)" + G("lr") + "."
+        ),
+        batch_size: int = typer.Option(
+            None, help="Batch size (also the metric's beta)" + G("batch_size") + "."
+        ),
         train_limit: int = typer.Option(None, help="Use only the first N training samples."),
         test_limit: int = typer.Option(None, help="Use only the first N test samples."),
         augment: bool = typer.Option(
-            True, "--augment/--no-augment", help="Training augmentation (docs/method.md §4)."
+            None,
+            "--augment/--no-augment",
+            help="Training augmentation (docs/method.md §4)" + G("augment") + ".",
         ),
         keep_checkpoints: bool = typer.Option(
-            True, "--keep-checkpoints/--drop-checkpoints", help="Keep each cell's checkpoints."
+            None,
+            "--keep-checkpoints/--drop-checkpoints",
+            help="Keep each cell's checkpoints" + G("keep_checkpoints") + ".",
         ),
-        data_dir: Path = typer.Option(None, help="Data directory."),
-        out: Path = typer.Option(Path("runs/grid"), "--out", "-o", help="Output folder."),
+        data_dir: Path = typer.Option(
+            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
+        ),
+        out: Path = typer.Option(None, "--out", "-o", help="Output folder" + G("out") + "."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
         """Width x depth map of FNNs (docs/method.md §7): train every net, record test accuracy
         and the conflict boundary; resumable (finished cells are not retrained). Exits 1 when a
-        cell failed.
+        cell failed. Settings: the GridConfig defaults, then --config FILE, then these options.
 
         Example: cbundles grid --widths 5,10,25,50,100 --depths 1,2,5,10,20,50,100
         --dataset mnist --epochs 5 --out runs/grid
         """
-        from ..grid import GridConfig, parse_ints, run_grid
+        from ..grid import parse_ints, run_grid
 
+        file = config_values(config, GridConfig)
+        cfg = None
         try:
-            cfg = GridConfig(
-                widths=parse_ints(widths, "--widths"),
-                depths=parse_ints(depths, "--depths"),
+            cli = given(
+                widths=None if widths is None else parse_ints(widths, "--widths"),
+                depths=None if depths is None else parse_ints(depths, "--depths"),
                 dataset=dataset,
                 epochs=epochs,
-                out=str(out),
+                out=None if out is None else str(out),
                 workers=workers,
                 seed=seed,
                 samples=samples,
@@ -161,6 +231,9 @@ def register(app: typer.Typer) -> None:
                 data_dir=None if data_dir is None else str(data_dir),
                 keep_checkpoints=keep_checkpoints,
             )
+            cfg = GridConfig(**{**file, **cli})
+            if print_config_:
+                print_config(asdict(cfg))
             res = run_grid(cfg, progress=not quiet)
             failed = res.summary.get("errors", {})
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
@@ -170,7 +243,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             make_console(stderr=True).print(
                 f"interrupted; finished cells are kept. Run the same command again to continue "
-                f"(--out {out}).",
+                f"(--out {cfg.out if cfg else out}).",
                 markup=False,
             )
             raise typer.Exit(130) from None

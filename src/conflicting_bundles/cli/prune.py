@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -11,11 +12,24 @@ from rich.table import Table
 
 from ..console import escape
 from ..prune.command import PruneConfig, run_compare, run_prune
-from ..prune.runner import SCORERS
 from ..prune.scorers import list_scorers
+from ..report import pct
 from ..rundir import check_writable
 from ..train import resolve_device
-from .common import os_error_message
+from .common import (
+    CONFIG_HELP,
+    PRINT_CONFIG_HELP,
+    config_values,
+    default,
+    error,
+    given,
+    os_error_message,
+    print_config,
+)
+
+
+def P(name: str) -> str:
+    return default(PruneConfig, name)
 
 
 def _scorer_list(text: str) -> tuple[str, ...]:
@@ -67,11 +81,13 @@ def register(app: typer.Typer) -> None:
     @app.command("prune")
     def prune(
         model: str = typer.Option(
-            ...,
+            None,
             "--model",
             help="Import path (torchvision.models:resnet18), timm:NAME, hf:PATH, run "
             "directory, pruned directory, state-dict file (with --arch), or registered model.",
         ),
+        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         dataset: str | None = typer.Option(
             None, "--dataset", help="Image dataset name (see `cbundles datasets`)."
         ),
@@ -85,7 +101,7 @@ def register(app: typer.Typer) -> None:
             None, "--model-kwargs", help="JSON keyword arguments, e.g. '{\"num_classes\": 10}'."
         ),
         trust_pickle: bool = typer.Option(
-            False, "--trust-pickle", help="Allow loading a pickled nn.Module (runs its code)."
+            None, "--trust-pickle", help="Allow loading a pickled nn.Module (runs its code)."
         ),
         input_size: str | None = typer.Option(
             None, "--input-size", help="Resize images to H or H,W (e.g. 224)."
@@ -94,25 +110,37 @@ def register(app: typer.Typer) -> None:
             None, "--channels", min=1, max=3, help="Image channels the model takes (1 or 3)."
         ),
         normalize: str = typer.Option(
-            "none", "--normalize", help="Image normalisation: none, imagenet, or M,..:S,.."
+            None,
+            "--normalize",
+            help="Image normalisation: none, imagenet, or M,..:S,.." + P("normalize") + ".",
         ),
         tokenizer: str | None = typer.Option(
             None, "--tokenizer", help="Tokenizer directory (default: the hf: model's)."
         ),
-        max_length: int = typer.Option(64, "--max-length", min=2, help="Tokens per sentence."),
+        max_length: int = typer.Option(
+            None, "--max-length", min=2, help="Tokens per sentence" + P("max_length") + "."
+        ),
         iterative: bool = typer.Option(
-            False, "--iterative", help="Re-score after each removal (SLEB with --scorer loss)."
+            None, "--iterative", help="Re-score after each removal (SLEB with --scorer loss)."
         ),
         heal_train: str = typer.Option(
-            "all", "--heal-train", help="What healing trains: all, head, or head+last:N."
+            None,
+            "--heal-train",
+            help="What healing trains: all, head, or head+last:N" + P("heal_train") + ".",
         ),
-        out: Path = typer.Option(Path("pruned"), "--out", help="Output directory."),
-        remove: int = typer.Option(1, "--remove", min=0, help="Number of blocks to remove."),
+        out: Path = typer.Option(None, "--out", help="Output directory" + P("out") + "."),
+        remove: int = typer.Option(
+            None, "--remove", min=0, help="Number of blocks to remove" + P("remove") + "."
+        ),
         scorer: str = typer.Option(
-            "conflict", "--scorer", help=f"Block scorer: {', '.join(list_scorers())}."
+            None,
+            "--scorer",
+            help=f"Block scorer: {', '.join(list_scorers())}" + P("scorer") + ".",
         ),
-        blocks: str | None = typer.Option(
-            None, "--blocks", help="Regex over module names overriding block discovery."
+        block_regex: str | None = typer.Option(
+            None,
+            "--block-regex",
+            help="Regex over module names overriding block discovery, e.g. 'layer\\d\\.\\d+'.",
         ),
         data_dir: Path | None = typer.Option(None, "--data-dir", help="Data directory."),
         n_samples: int | None = typer.Option(
@@ -122,31 +150,44 @@ def register(app: typer.Typer) -> None:
             min=1,
             help="Training samples to score on (default: conflict 64, others 256).",
         ),
-        lr: float = typer.Option(1e-3, "--lr", help="Conflict criterion: training learning rate."),
+        lr: float = typer.Option(
+            None,
+            "--lr",
+            help="Conflict criterion: the training learning rate (default: a run directory's, "
+            "else 0.001).",
+        ),
         batch_size: int = typer.Option(
-            64,
+            None,
             "--batch-size",
             min=1,
-            help="Conflict criterion: training batch size; heal batch size.",
+            help="Conflict criterion: the training batch size, also the heal batch size "
+            "(default: a run directory's, else 64).",
         ),
         criterion: str = typer.Option(
-            "reference",
+            None,
             "--criterion",
-            help="Conflict criterion: reference, coarse:K, tol:G, rel:R.",
+            help="Conflict criterion: reference, coarse:K, tol:G, rel:R" + P("criterion") + ".",
         ),
         test_limit: int | None = typer.Option(
             None, "--test-limit", min=1, help="Evaluate on the first N test samples only."
         ),
         heal_steps: int = typer.Option(
-            0, "--heal-steps", min=0, help="Fine-tune steps after pruning."
+            None,
+            "--heal-steps",
+            min=0,
+            help="Fine-tune steps after pruning" + P("heal_steps") + ".",
         ),
-        heal_lr: float = typer.Option(1e-4, "--heal-lr", help="Fine-tune learning rate."),
+        heal_lr: float = typer.Option(
+            None, "--heal-lr", help="Fine-tune learning rate" + P("heal_lr") + "."
+        ),
         device: str = typer.Option(
-            "auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N."
+            None, "--device", help="auto (cuda if available), cpu, cuda or cuda:N (default auto)."
         ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the random scorer and healing."),
+        seed: int = typer.Option(
+            None, "--seed", help="Seed of the random scorer and healing" + P("seed") + "."
+        ),
         compare: bool = typer.Option(
-            False,
+            None,
             "--compare",
             help="Accuracy for k = 1..K removed blocks by every scorer (CSV + PNG).",
         ),
@@ -154,35 +195,60 @@ def register(app: typer.Typer) -> None:
             None, "--max-remove", min=1, help="--compare: largest k (default: all blocks)."
         ),
         scorers: str = typer.Option(
-            ",".join(SCORERS), "--scorers", help="--compare: comma-separated scorers."
+            None, "--scorers", help="--compare: comma-separated scorers" + P("scorers") + "."
         ),
         random_repeats: int = typer.Option(
-            5, "--random-repeats", min=1, help="--compare: seeds of the random scorer."
+            None,
+            "--random-repeats",
+            min=1,
+            help="--compare: seeds of the random scorer" + P("random_repeats") + ".",
         ),
     ) -> None:
-        """Depth-prune any model: score its removable blocks and delete the most removable."""
+        """Depth-prune any model: score its removable blocks and delete the most removable.
+
+        Settings: the PruneConfig defaults, then --config FILE, then the options given here.
+        """
         console = Console(stderr=True)
-        if scorer not in list_scorers():
-            raise typer.BadParameter(
-                f"unknown scorer {scorer!r}; available: {', '.join(list_scorers())}.",
-                param_hint="--scorer",
-            )
-        try:
-            device = str(resolve_device(device))
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--device") from exc
-        cfg = PruneConfig(
+        file = config_values(config, PruneConfig)
+        cli = given(
             model=model, dataset=dataset, text=None if text is None else str(text), arch=arch,
-            model_kwargs=_kwargs(model_kwargs), trust_pickle=trust_pickle,
-            input_size=_size(input_size), channels=channels, normalize=normalize,
-            tokenizer=tokenizer, max_length=max_length, iterative=iterative,
-            heal_train=heal_train, out=str(out), remove=remove, scorer=scorer,
-            blocks=blocks, data_dir=None if data_dir is None else str(data_dir),
+            model_kwargs=None if model_kwargs is None else _kwargs(model_kwargs),
+            trust_pickle=trust_pickle, input_size=_size(input_size), channels=channels,
+            normalize=normalize, tokenizer=tokenizer, max_length=max_length, iterative=iterative,
+            heal_train=heal_train, out=None if out is None else str(out), remove=remove,
+            scorer=scorer, block_regex=block_regex,
+            data_dir=None if data_dir is None else str(data_dir),
             n_samples=n_samples, lr=lr, batch_size=batch_size, criterion=criterion,
             test_limit=test_limit, heal_steps=heal_steps, heal_lr=heal_lr, device=device,
-            seed=seed, compare=compare, max_remove=max_remove, scorers=_scorer_list(scorers),
+            seed=seed, compare=compare, max_remove=max_remove,
+            scorers=None if scorers is None else _scorer_list(scorers),
             random_repeats=random_repeats,
         )  # fmt: skip
+        values = {**file, **cli}
+        for key in ("input_size", "scorers"):  # a file holds lists
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        if values.get("model") is None:
+            raise error("give the model to prune: --model SPEC (or `model:` in --config).")
+        if values.get("scorer", "conflict") not in list_scorers():
+            raise typer.BadParameter(
+                f"unknown scorer {values['scorer']!r}; available: {', '.join(list_scorers())}.",
+                param_hint="--scorer",
+            )
+        values.setdefault("device", "auto")
+        try:
+            cfg = PruneConfig(**values)
+        except (TypeError, ValueError) as exc:
+            raise error(str(exc)) from exc
+        try:
+            device = str(resolve_device(cfg.device))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--device") from exc
+        if print_config_:
+            print_config(asdict(cfg))  # as given (device "auto" stays "auto")
+        cfg.device = device
+        out = Path(cfg.out)
+        compare = cfg.compare
         say = lambda m: console.print(m, highlight=False)  # noqa: E731
         new_out = not out.exists()
         try:
@@ -205,7 +271,7 @@ def register(app: typer.Typer) -> None:
                 table.add_column(col)
             for r in rows:
                 table.add_row(
-                    r["scorer"], str(r["seed"]), str(r["k"]), f"{r['accuracy']:.4f}",
+                    r["scorer"], str(r["seed"]), str(r["k"]), pct(r["accuracy"]),
                     str(r["num_params"]),
                 )  # fmt: skip
             Console().print(table)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import typer
@@ -10,64 +9,118 @@ from rich.console import Console
 
 from ..data import DatasetError
 from ..runs import RunDirError
+from ..search.records import CONV_START, FNN_START, VAL_SPLIT_DEFAULTS, Budget, SearchStart
+from .common import (
+    CONFIG_HELP,
+    PRINT_CONFIG_HELP,
+    config_values,
+    default,
+    error,
+    given,
+    parse_blocks,
+    parse_number,
+    print_config,
+)
 
 DEFAULT_METHODS = (
     "autotune,autotune-warm,autotune-calibrated,oracle-depth,naswot,conflict-at-init,fixed,random"
 )
+EXTRA_KEYS = ("methods", "out")  # config-file keys besides the SearchStart fields
+DEFAULT_OUT = "runs/search"
 
 
-def _fail(msg: str) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {msg}", highlight=False)
-    return typer.Exit(1)
+def B(name: str) -> str:
+    return default(Budget, name)
 
 
-def _parse_blocks(text: str) -> tuple[int, ...]:
-    try:
-        blocks = tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise _fail(
-            f"--start-blocks must be 4 integers a,b,c,d (e.g. 3,3,5,3), got {text!r}."
-        ) from None
-    return blocks
+def S(name: str) -> str:
+    return default(SearchStart, name)
 
 
-def _parse_width_mult(text: str | None) -> float:
-    if text is None:
-        return 1.0
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise _fail(
-            f"--width-mult must be a number or fraction such as 1/8, got {text!r}."
-        ) from None
+def _methods(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    specs = [str(m).strip() for m in items if str(m).strip()]
+    if not specs:
+        raise error("--methods is empty; name at least one method.")
+    return specs
+
+
+def resolve_start(file: dict, cli: dict, budget_cli: dict) -> dict:
+    """The SearchStart dict: its defaults, the file's values, then the command line's; the
+    family's default start shape (FNN_START / CONV_START) where none is given."""
+    d = {**{k: v for k, v in file.items() if k not in EXTRA_KEYS}, **cli}
+    d["budget"] = {**(file.get("budget") or {}), **budget_cli}
+    family = d.get("family", SearchStart.family)
+    shape = FNN_START if family == "fnn" else CONV_START
+    for k, v in shape.items():
+        if d.get(k) is None:
+            d[k] = v
+    if family != "fnn":
+        d["width"] = d["depth"] = None
+    dataset = d.get("dataset", SearchStart.dataset)
+    if d["budget"].get("val_split") is None:
+        if dataset not in VAL_SPLIT_DEFAULTS:
+            raise error(
+                f"--val-split is required for dataset {dataset!r}: the number of training "
+                "samples held out for validation (e.g. --val-split 500)."
+            )
+        d["budget"]["val_split"] = VAL_SPLIT_DEFAULTS[dataset]
+    return d
 
 
 def register(app: typer.Typer) -> None:
     @app.command("search")
     def search_cmd(
-        dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist, fashion-mnist..."),
-        model: str = typer.Option("fnn", "--model", "-m", help="fnn, plain or resnet."),
-        width: int = typer.Option(25, help="fnn: units per hidden layer."),
-        depth: int = typer.Option(100, help="fnn: start number of hidden layers."),
-        start_blocks: str = typer.Option("3,3,5,3", help="plain/resnet: start blocks a,b,c,d."),
-        width_mult: str = typer.Option("1/8", help="plain/resnet: channel multiplier."),
-        methods: str = typer.Option(
-            DEFAULT_METHODS, help="Comma-separated methods (name or name@criterion)."
+        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
+        dataset: str = typer.Option(
+            None, "--dataset", "-d", help="A name of `cbundles datasets`" + S("dataset") + "."
         ),
-        epochs: int = typer.Option(5, help="Epochs of every training (the same for all)."),
-        check_epochs: int = typer.Option(2, help="auto-tune: check while epoch < this."),
+        model: str = typer.Option(
+            None, "--model", "-m", help="fnn, plain or resnet" + S("family") + "."
+        ),
+        width: int = typer.Option(
+            None, help=f"fnn: units per hidden layer (default {FNN_START['width']})."
+        ),
+        depth: int = typer.Option(
+            None, help=f"fnn: start number of hidden layers (default {FNN_START['depth']})."
+        ),
+        start_blocks: str = typer.Option(
+            None,
+            help="plain/resnet: start blocks a,b,c,d (default "
+            f"{','.join(map(str, CONV_START['blocks']))}).",
+        ),
+        width_mult: str = typer.Option(
+            None, help=f"plain/resnet: channel multiplier (default {CONV_START['width_mult']})."
+        ),
+        methods: str = typer.Option(
+            None,
+            help=f"Comma-separated methods, name or name@criterion (default {DEFAULT_METHODS}).",
+        ),
+        epochs: int = typer.Option(
+            None, help="Epochs of every training (the same for all)" + B("epochs") + "."
+        ),
+        check_epochs: int = typer.Option(
+            None, help="auto-tune: check while epoch < this" + B("check_epochs") + "."
+        ),
         train_limit: int = typer.Option(None, help="First N training samples (split included)."),
         val_split: int = typer.Option(
             None, help="Training samples held out for validation (default 5000 on MNIST/Fashion)."
         ),
-        val_seed: int = typer.Option(0, help="Seed of the validation split."),
+        val_seed: int = typer.Option(
+            None, help="Seed of the validation split" + B("val_seed") + "."
+        ),
         test_limit: int = typer.Option(None, help="First N test samples (final evaluation)."),
-        samples: int = typer.Option(64, help="Samples of the bundle metric."),
-        seed: int = typer.Option(0),
-        data_dir: Path = typer.Option(None, help="Data directory."),
-        threads: int = typer.Option(1, help="torch threads."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda."),
-        out: Path = typer.Option(Path("runs/search"), "--out", "-o"),
+        samples: int = typer.Option(None, help="Samples of the bundle metric" + B("samples") + "."),
+        seed: int = typer.Option(None, help="Seed of every training" + S("seed") + "."),
+        data_dir: Path = typer.Option(
+            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
+        ),
+        threads: int = typer.Option(None, help="torch threads" + S("threads") + "."),
+        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N" + S("device") + "."),
+        out: Path = typer.Option(
+            None, "--out", "-o", help=f"Output folder (default {DEFAULT_OUT})."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch output."),
     ) -> None:
         """Compare depth searches from one start (docs/search.md): auto-tune (reference,
@@ -75,59 +128,50 @@ def register(app: typer.Typer) -> None:
 
         Every choice uses the validation split; the test set is evaluated once per final
         network. Finished methods in --out are reused (same start), so a rerun resumes.
+        Settings: the SearchStart/Budget defaults, then --config FILE (SearchStart fields, the
+        budget under `budget`, plus `methods` and `out`), then these options.
 
         Example: cbundles search --dataset mnist --model fnn --width 25 --depth 100
         --methods autotune,autotune-calibrated,fixed --epochs 5 --out runs/search
         """
-        from ..search import (
-            VAL_SPLIT_DEFAULTS,
-            Budget,
-            SearchStart,
-            print_comparison,
-            run_methods,
-            write_outputs,
-        )
+        from ..search import print_comparison, run_methods, write_outputs
 
-        if val_split is None:
-            if dataset not in VAL_SPLIT_DEFAULTS:
-                raise _fail(
-                    f"--val-split is required for dataset {dataset!r}: the number of training "
-                    "samples held out for validation (e.g. --val-split 500)."
-                )
-            val_split = VAL_SPLIT_DEFAULTS[dataset]
-        specs = [m.strip() for m in methods.split(",") if m.strip()]
-        if not specs:
-            raise _fail("--methods is empty; name at least one method.")
+        file = config_values(config, SearchStart, nested={"budget": Budget}, extra=EXTRA_KEYS)
+        cli = given(
+            family=model,
+            width=width,
+            depth=depth,
+            blocks=None if start_blocks is None else parse_blocks(start_blocks),
+            width_mult=None if width_mult is None else parse_number(width_mult, "--width-mult"),
+            dataset=dataset,
+            seed=seed,
+            data_dir=None if data_dir is None else str(data_dir),
+            threads=threads,
+            device=device,
+        )
+        budget_cli = given(
+            epochs=epochs,
+            check_epochs=check_epochs,
+            train_limit=train_limit,
+            val_split=val_split,
+            val_seed=val_seed,
+            test_limit=test_limit,
+            samples=samples,
+        )
+        specs = _methods(methods if methods is not None else file.get("methods", DEFAULT_METHODS))
+        out = Path(out if out is not None else file.get("out", DEFAULT_OUT))
         console = Console()
         try:
-            budget = Budget(
-                epochs=epochs,
-                check_epochs=check_epochs,
-                train_limit=train_limit,
-                val_split=val_split,
-                val_seed=val_seed,
-                test_limit=test_limit,
-                samples=samples,
-            )
-            fnn = model == "fnn"
-            start = SearchStart(
-                family=model,
-                width=width if fnn else None,
-                depth=depth if fnn else None,
-                blocks=None if fnn else _parse_blocks(start_blocks),
-                width_mult=1.0 if fnn else _parse_width_mult(width_mult),
-                dataset=dataset,
-                budget=budget,
-                seed=seed,
-                data_dir=None if data_dir is None else str(data_dir),
-                threads=threads,
-                device=device,
-                progress=not quiet,
-            )
+            start = SearchStart.from_dict(resolve_start(file, cli, budget_cli))
+            if not quiet:
+                start = SearchStart.from_dict({**start.to_dict(), "progress": True})
+            resolved = {**start.to_dict(), "methods": specs, "out": str(out)}
+            if print_config_:
+                print_config(resolved)
             results = run_methods(start, specs, out, log=console.print)
-            report = write_outputs(out, start, results)
+            report = write_outputs(out, start, results, config=resolved)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
-            raise _fail(str(e)) from e
+            raise error(str(e)) from e
         except KeyboardInterrupt:
             Console(stderr=True).print(
                 f"interrupted; finished methods and epochs are saved in {out}: rerun the same "

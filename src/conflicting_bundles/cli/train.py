@@ -12,7 +12,22 @@ from ..console import escape, make_console, set_progress
 from ..data import DatasetError
 from ..runs import RunDirError, load_config
 from ..train import OPTIMIZERS, TrainConfig, train
-from .common import FNN_MODELS, error, model_kwargs, os_error_message
+from .common import (
+    CONFIG_HELP,
+    FNN_MODELS,
+    PRINT_CONFIG_HELP,
+    config_values,
+    default,
+    error,
+    model_kwargs,
+    os_error_message,
+    print_config,
+)
+
+
+def D(name: str) -> str:
+    """' (default X)' from TrainConfig: the help texts never restate a default by hand."""
+    return default(TrainConfig, name)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -65,12 +80,14 @@ def _default_out(model: str, kw: dict, dataset: str, seed: int) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
+        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         model: str = typer.Option(
             None,
             "--model",
             "-m",
             help="fnn, plain, resnet, or your own factory as package.module:function "
-            "(its arguments via --arg KEY=VALUE).",
+            "(its arguments via --arg KEY=VALUE)" + D("model") + ".",
         ),
         width: int = typer.Option(None, help="fnn: units per hidden layer."),
         depth: int = typer.Option(None, help="fnn: number of hidden layers."),
@@ -78,38 +95,65 @@ def register(app: typer.Typer) -> None:
         blocks: str = typer.Option(None, help="plain/resnet: blocks per stage, e.g. 3,12,41,3."),
         width_mult: str = typer.Option(None, help="plain/resnet: channel multiplier, e.g. 1/16."),
         arg: list[str] = typer.Option([], "--arg", help="Other model argument KEY=VALUE."),
-        dataset: str = typer.Option(None, "--dataset", "-d", help="mnist, cifar10, synthetic..."),
-        epochs: int = typer.Option(None, help="Epochs (default 120)."),
-        lr: float = typer.Option(None, help="Learning rate (default 1e-3)."),
-        batch_size: int = typer.Option(None, help="Batch size (default 64)."),
-        seed: int = typer.Option(None, help="Seed of init, data order, augmentation (default 0)."),
+        dataset: str = typer.Option(
+            None,
+            "--dataset",
+            "-d",
+            help="A name of `cbundles datasets` or folder:PATH" + D("dataset") + ".",
+        ),
+        epochs: int = typer.Option(None, help="Epochs" + D("epochs") + "."),
+        lr: float = typer.Option(
+            None, help="Learning rate (also the metric's eta)" + D("lr") + "."
+        ),
+        batch_size: int = typer.Option(
+            None, help="Batch size (also the metric's beta)" + D("batch_size") + "."
+        ),
+        seed: int = typer.Option(
+            None, help="Seed of init, data order, augmentation" + D("seed") + "."
+        ),
         train_limit: int = typer.Option(None, help="Use only the first N training samples."),
         test_limit: int = typer.Option(None, help="Use only the first N test samples."),
-        augment: bool = typer.Option(None, "--augment/--no-augment", help="Augmentation."),
-        eval_every: int = typer.Option(None, help="Test accuracy every k epochs (+ last 5)."),
-        samples: int = typer.Option(None, help="Samples for the bundle metric (default 64)."),
+        augment: bool = typer.Option(
+            None, "--augment/--no-augment", help="Training augmentation" + D("augment") + "."
+        ),
+        eval_every: int = typer.Option(
+            None, help="Test accuracy every k epochs (+ the last 5)" + D("eval_every") + "."
+        ),
+        samples: int = typer.Option(
+            None,
+            help="Samples for the bundle metric; 0 = never measure" + D("measure_samples") + ".",
+        ),
         all_layers: bool = typer.Option(
             None, "--all-layers/--last-layer", help="Measure every probe point (layers.csv)."
         ),
-        measure_every: int = typer.Option(None, help="Bundle metric every k epochs."),
+        measure_every: int = typer.Option(
+            None, help="Bundle metric every k epochs" + D("measure_every") + "."
+        ),
         kind: str = typer.Option(
             None,
             help="Probe kind: hidden (fnn), block (plain), branch or block-output (resnet); "
             "default: the model's.",
         ),
         criterion: str = typer.Option(
-            None, help="reference (default), raw, coarse:K, tol:G or rel:R."
+            None,
+            help="reference (the paper's, default), raw, coarse:K, tol:G, rel:R or calibrated.",
         ),
-        data_dir: Path = typer.Option(None, help="Data directory."),
-        out: Path = typer.Option(None, "--out", "-o", help="Run directory."),
+        data_dir: Path = typer.Option(
+            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
+        ),
+        out: Path = typer.Option(
+            None, "--out", "-o", help="Run directory (default runs/MODEL SHAPE-DATASET-seedN)."
+        ),
         resume: bool = typer.Option(False, help="Continue the run in --out."),
         force: bool = typer.Option(False, help="Overwrite the run in --out."),
-        threads: int = typer.Option(None, help="torch threads (default 1)."),
-        device: str = typer.Option(None, help="auto (default), cpu, cuda, cuda:N."),
+        threads: int = typer.Option(None, help="torch threads" + D("threads") + "."),
+        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N" + D("device") + "."),
         keep_checkpoints: bool = typer.Option(
             None, "--keep-checkpoints/--last-checkpoint-only", help="Keep one per epoch."
         ),
-        tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard"),
+        tensorboard: bool = typer.Option(
+            None, "--tensorboard/--no-tensorboard", help="TensorBoard logs" + D("tensorboard") + "."
+        ),
         amp: str = typer.Option(None, help="bf16: mixed-precision training (default float32)."),
         channels_last: bool = typer.Option(
             None, "--channels-last/--no-channels-last", help="NHWC memory format (GPUs)."
@@ -121,13 +165,15 @@ def register(app: typer.Typer) -> None:
         ),
         val_split: int = typer.Option(
             None,
-            help="Hold out N training samples as validation (seeded by --val-seed); default 0.",
+            help="Hold out N training samples as validation (seeded by --val-seed)"
+            + D("val_split")
+            + ".",
         ),
         val_seed: int = typer.Option(
-            None, help="Seed of the validation subset (independent of --seed; default 0)."
+            None, help="Seed of the validation subset (independent of --seed)" + D("val_seed") + "."
         ),
         test_eval: bool = typer.Option(
-            None, "--test-eval/--no-test-eval", help="Evaluate the test set (default: yes)."
+            None, "--test-eval/--no-test-eval", help="Evaluate the test set" + D("test_eval") + "."
         ),
         progress: bool = typer.Option(
             None,
@@ -140,6 +186,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     ) -> None:
         """Train a network (RAdam + Lookahead, docs/method.md §4); bundle metrics per epoch.
+
+        Settings: the TrainConfig defaults, then --config FILE, then the options given here.
 
         Example: cbundles train --model plain --layers 20 --dataset mnist --epochs 5 --out runs/x
         """
@@ -171,6 +219,8 @@ def register(app: typer.Typer) -> None:
             "test_eval": test_eval,
         }
         given = {k: v for k, v in fields.items() if v is not None}
+        file = config_values(config, TrainConfig)
+        file_kw = file.pop("model_kwargs", None) or {}
         try:
             if resume:
                 if out is None:
@@ -188,17 +238,29 @@ def register(app: typer.Typer) -> None:
                     name = model or cfg.model
                     new = model_kwargs(name, width, depth, blocks, layers, width_mult, arg)
                     cfg.model, model_kw = name, {**model_kw, **new}
+                if config is not None:  # a file's values count as given: checked like them
+                    model_kw = {**model_kw, **file_kw}
+                    given = {**{k: v for k, v in file.items() if k != "out"}, **given}
                 # Options given with --resume override the stored config; train() refuses any
                 # that change more than the runtime fields and names both values.
                 cfg = TrainConfig(
                     **{**cfg.to_dict(), **given, "model_kwargs": model_kw, "out": str(out)}
                 )
             else:
-                model = model or "plain"
-                kw = model_kwargs(model, width, depth, blocks, layers, width_mult, arg)
-                cfg = TrainConfig(model=model, model_kwargs=kw, **given)
-                cfg.out = str(out) if out else _default_out(model, kw, cfg.dataset, cfg.seed)
-            cfg.progress = not quiet
+                model = model or file.get("model") or TrainConfig.model
+                kw = model_kwargs(
+                    model, width, depth, blocks, layers, width_mult, arg, base=file_kw
+                )
+                cfg = TrainConfig.from_dict({**file, **given, "model": model, "model_kwargs": kw})
+                if out is None and "out" not in file:
+                    cfg.out = _default_out(model, kw, cfg.dataset, cfg.seed)
+                elif out is not None:
+                    cfg.out = str(out)
+            if quiet or "progress" not in file:  # a file's `progress: false` is kept
+                cfg.progress = not quiet
+            if print_config_:
+                cfg.validate()
+                print_config(cfg.to_dict())
             if progress is not None:  # else keep `cbundles --progress/--no-progress`'s choice
                 set_progress(progress)
             with _sigterm_as_interrupt():  # `kill PID` stops as cleanly as Ctrl-C

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..registry import Registry
 from . import cifar, synthetic
 from .common import ArrayDataset, CorruptDataError, DatasetError, DatasetNotFoundError
 from .sources import (
@@ -35,6 +36,7 @@ from .sources import (
 )
 
 __all__ = [
+    "SOURCES",
     "DatasetInfo",
     "cache_problem",
     "check_data_dir",
@@ -44,6 +46,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "recipe_of",
+    "register_source",
     "SPLITS",
 ]
 
@@ -57,52 +60,58 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir).expanduser()
 
 
-_SOURCES: dict[str, Source] = {
-    s.info.name: s
-    for s in [
-        MnistSource(DatasetInfo("mnist", (1, 28, 28), 10), "gray", (60000, 10000)),
-        IdxSource(
-            DatasetInfo("fashion-mnist", (1, 28, 28), 10),
-            "gray",
-            (60000, 10000),
-            folder="fashion-mnist",
-            url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
-            system_hint="`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)",
-        ),
-        CifarSource(
-            DatasetInfo("cifar10", (3, 32, 32), 10), "cifar", (50000, 10000), cifar.CIFAR10
-        ),
-        CifarSource(
-            DatasetInfo("cifar100", (3, 32, 32), 100), "cifar", (50000, 10000), cifar.CIFAR100
-        ),
-        SvhnSource(DatasetInfo("svhn", (3, 32, 32), 10), "svhn", (73257, 26032)),
-        ImagenetteSource(DatasetInfo("imagenette", (3, 128, 128), 10), "imagenette", (9469, 3925)),
-        SyntheticSource(
-            DatasetInfo("synthetic", (1, 28, 28), synthetic.NUM_CLASSES),
-            "gray",
-            (synthetic.SIZES["train"], synthetic.SIZES["test"]),
-        ),
-    ]
-}
+SOURCES: Registry[Source] = Registry(
+    "dataset",
+    unknown="unknown dataset {name!r}; known: {names}; or folder:PATH (a folder of class "
+    "sub-folders of images), or a name registered with data.from_torch(...)",
+)
+
+
+def register_source(source: Source, *, replace: bool = False) -> Source:
+    """Make ``source`` a dataset under ``source.info.name`` (listed by ``cbundles datasets``);
+    a taken name is an error unless ``replace``."""
+    return SOURCES.add(source.info.name, source, replace=replace)
+
+
+for _builtin in (
+    MnistSource(DatasetInfo("mnist", (1, 28, 28), 10), "gray", (60000, 10000)),
+    IdxSource(
+        DatasetInfo("fashion-mnist", (1, 28, 28), 10),
+        "gray",
+        (60000, 10000),
+        folder="fashion-mnist",
+        url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+        system_hint="`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)",
+    ),
+    CifarSource(DatasetInfo("cifar10", (3, 32, 32), 10), "cifar", (50000, 10000), cifar.CIFAR10),
+    CifarSource(DatasetInfo("cifar100", (3, 32, 32), 100), "cifar", (50000, 10000), cifar.CIFAR100),
+    SvhnSource(DatasetInfo("svhn", (3, 32, 32), 10), "svhn", (73257, 26032)),
+    ImagenetteSource(DatasetInfo("imagenette", (3, 128, 128), 10), "imagenette", (9469, 3925)),
+    SyntheticSource(
+        DatasetInfo("synthetic", (1, 28, 28), synthetic.NUM_CLASSES),
+        "gray",
+        (synthetic.SIZES["train"], synthetic.SIZES["test"]),
+    ),
+):
+    register_source(_builtin)
+del _builtin
 
 
 def _source(name: str) -> Source:
-    if name in _SOURCES:
-        return _SOURCES[name]
+    if name in SOURCES:
+        return SOURCES.get(name)
     from .user import user_source  # folder:PATH and from_torch(...) data
 
     src = user_source(name)
     if src is None:
-        raise ValueError(
-            f"unknown dataset {name!r}; known: {', '.join(_SOURCES)}; or folder:PATH (a folder "
-            "of class sub-folders of images), or a name registered with data.from_torch(...)"
-        )
+        raise SOURCES.unknown_error(name)
     return src
 
 
 def list_datasets() -> list[str]:
-    return list(_SOURCES)
+    """The registered (built-in) dataset names, in registration order."""
+    return SOURCES.names()
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -212,7 +221,7 @@ def describe_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     counts), in_shape, num_classes, obtain."""
     root = check_data_dir(default_data_dir(data_dir))
     rows = []
-    for name, src in _SOURCES.items():
+    for name, src in SOURCES.items():
         found = src.locate(root)
         cands = src.candidates(root)
         damaged = cache_problem(found)

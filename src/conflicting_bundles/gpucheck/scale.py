@@ -94,7 +94,7 @@ def lesion(s: Settings, device, run_dir: Path, max_k: int) -> dict:
     )  # fmt: skip
     ref = res.summary["by_criterion"]["reference"]
     return {
-        "base_acc_pct": res.base_acc_pct,
+        "base_acc": res.base_acc,
         "blocks": len(res.blocks),
         "max_k": max_k,
         "reference_num_flagged": ref["num_flagged"],

@@ -11,7 +11,7 @@ A cell with summary.json for the same number of epochs is done and never retrain
 a checkpoint but no summary (interrupted) resumes with ``train(resume=True)``; anything else
 starts over. Cells run in ``workers`` processes with one torch thread each, largest nets first.
 
-Outputs in ``out``: grid.csv (one row per cell; accuracies in percent, ``*_pct``),
+Outputs in ``out``: grid.csv (one row per cell; accuracies as fractions, ``*_acc``),
 grid_summary.json, grid.png (heat map of test accuracy with the conflict boundary drawn over it),
 report.html; grid.json holds the settings every cell shares (a rerun with others is refused).
 The cells run on the sweep's executors (sweep.executors.run_pool; workers die with the parent),

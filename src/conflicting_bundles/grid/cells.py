@@ -166,12 +166,8 @@ def cell_job(tc_dict: dict, samples: int, keep_checkpoints: bool) -> str:
     return action
 
 
-def pct(v: float | None) -> float | None:
-    return None if v is None else 100.0 * v
-
-
 def cell_row(run_dir: str | Path, width: int, depth: int) -> dict:
-    """The grid.csv row of a finished cell: accuracy (percent), bundle entropy of the last
+    """The grid.csv row of a finished cell: accuracy (a fraction), bundle entropy of the last
     hidden layer at initialisation and at the end, the first conflicting hidden layer."""
     run_dir = Path(run_dir)
     s = runs.load_summary(run_dir)
@@ -188,9 +184,9 @@ def cell_row(run_dir: str | Path, width: int, depth: int) -> dict:
         "params": s.get("params"),
         "status": s.get("status"),
         "epochs": s.get("epochs_completed"),
-        "test_acc_pct": pct(s.get("test_acc")),
-        "best_test_acc_pct": pct(s.get("best_test_acc")),
-        "train_acc_pct": pct(s.get("final_train_acc")),
+        "test_acc": s.get("test_acc"),
+        "best_test_acc": s.get("best_test_acc"),
+        "train_acc": s.get("final_train_acc"),
         "entropy_last": ent,
         "bundles_last": s.get("num_bundles_final"),
         "conflicting": None if ent is None else ent > 0,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
+
+from ..report import pct
 
 
 def _matrix(rows: list[dict], key: str, widths: list[int], depths: list[int]) -> np.ndarray:
@@ -48,7 +49,7 @@ def plot_grid(rows: list[dict], path: str | Path, title: str = "") -> Path:
 
     widths = sorted({r["width"] for r in rows})
     depths = sorted({r["depth"] for r in rows})
-    acc = _matrix(rows, "test_acc_pct", widths, depths)
+    acc = 100 * _matrix(rows, "test_acc", widths, depths)  # shown in %
     conf = _matrix(rows, "conflicting", widths, depths)
     conf0 = _matrix(rows, "conflicting_init", widths, depths)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(widths) + 2.5), 0.6 * len(depths) + 2.4))
@@ -116,19 +117,23 @@ def print_grid(rows: list[dict], summary: dict, console=None) -> None:
         cells = []
         for w in widths:
             r = by.get((w, d), {})
-            a = r.get("test_acc_pct")
-            cells.append("-" if a is None else f"{a:.1f}" + ("*" if r.get("conflicting") else ""))
+            a = r.get("test_acc")
+            star = "*" if r.get("conflicting") else ""
+            cells.append("-" if a is None else f"{100 * a:.1f}{star}")
         t.add_row(str(d), *cells)
     console.print(t)
     console.print(
         f"{summary['num_conflicting']} of {summary['num_finished']} nets conflicting; mean test "
-        f"accuracy {_f(summary['mean_test_acc_pct_conflicting'])} % (conflicting) vs "
-        f"{_f(summary['mean_test_acc_pct_not_conflicting'])} % (not); best {summary['best']}",
+        f"accuracy {pct(summary['mean_test_acc_conflicting'])} (conflicting) vs "
+        f"{pct(summary['mean_test_acc_not_conflicting'])} (not); best {_best(summary['best'])}",
         highlight=False,
     )
     for cell, err in summary["errors"].items():
         console.print(f"[red]{cell}[/red]: {err}", highlight=False)
 
 
-def _f(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+def _best(b: dict | None) -> str:
+    """The best cell as "w10-d2 (88.6%)"."""
+    if not b:
+        return "-"
+    return f"w{b['width']}-d{b['depth']} ({pct(b.get('test_acc'))})"

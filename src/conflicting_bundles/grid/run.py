@@ -122,30 +122,30 @@ def _run(cfg: GridConfig, out: Path, progress: bool, report: bool) -> GridResult
 def summarize_grid(rows: list[dict], cfg: GridConfig, actions: dict) -> dict:
     """Counts, mean accuracy on each side of the conflict boundary, the best net, and per
     width the smallest depth at which the net is conflicting (the boundary)."""
-    done = [r for r in rows if r.get("test_acc_pct") is not None]
+    done = [r for r in rows if r.get("test_acc") is not None]
     conf = [r for r in done if r.get("conflicting")]
     free = [r for r in done if r.get("conflicting") is False]
 
     def mean(rs: list[dict]) -> float | None:
-        return float(np.mean([r["test_acc_pct"] for r in rs])) if rs else None
+        return float(np.mean([r["test_acc"] for r in rs])) if rs else None
 
-    best = max(done, key=lambda r: r["test_acc_pct"], default=None)
+    best = max(done, key=lambda r: r["test_acc"], default=None)
     boundary = {}
     for w in cfg.widths:
         ds = [r["depth"] for r in conf if r["width"] == w]
         boundary[str(w)] = min(ds) if ds else None
     errors = {f"w{w}-d{d}": a for (w, d), a in actions.items() if a.startswith("error")}
     return {
-        "units": "test_acc_pct in percent; entropies of the last hidden layer",
+        "units": "accuracies are fractions in 0..1; entropies of the last hidden layer",
         "num_cells": len(rows),
         "num_finished": len(done),
         "num_conflicting": len(conf),
         "num_conflicting_init": sum(bool(r.get("conflicting_init")) for r in done),
-        "mean_test_acc_pct_conflicting": mean(conf),
-        "mean_test_acc_pct_not_conflicting": mean(free),
+        "mean_test_acc_conflicting": mean(conf),
+        "mean_test_acc_not_conflicting": mean(free),
         "best": None
         if best is None
-        else {k: best[k] for k in ("width", "depth", "test_acc_pct", "conflicting")},
+        else {k: best[k] for k in ("width", "depth", "test_acc", "conflicting")},
         "first_conflicting_depth_by_width": boundary,
         "conflicting_cells": [f"w{r['width']}-d{r['depth']}" for r in conf],
         "errors": errors,

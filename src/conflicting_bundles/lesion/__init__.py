@@ -17,8 +17,8 @@ training samples in eval mode:
   without controlling for the block index (partial Spearman), since lesion harm depends strongly
   on position.
 
-Units: every accuracy of this module is in percent (columns ``*_pct``) and every harm/loss in
-accuracy points (``*_pts``); train.py's ``test_acc`` is a fraction.
+Units: every accuracy, harm and loss is a fraction in 0..1 (0.01 = one accuracy point), as in
+train.py's ``test_acc``; tables, plots and reports show them in % and points.
 
 Outputs (``write_outputs``): lesion_blocks.csv, lesion_curves.csv, lesion_corr.csv,
 lesion_summary.json, lesion.png (the group curves with std bands, one panel per flag criterion),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ..measurespec import MeasureSpec
 from ..metric import Criterion
 
 # Every criterion is computed for every block (cheap at N = 64); only ``flag_criteria`` also get
@@ -32,11 +33,13 @@ class LesionConfig:
     seed: int = 0
     criteria: tuple[str, ...] = DEFAULT_CRITERIA
     flag_criteria: tuple[str, ...] = ("reference",)
-    kind: str | None = None  # probe kind; None = the model's default (resnet: "branch")
-    lr: float = 1e-3  # the training lr and batch size enter the reference transform
-    batch_size: int = 64
+    kind: str | None = None  # probe kind; None = the run's, else the model's default
+    # the training lr and batch size enter the reference transform; None = the run's
+    # (lesion_run), else MeasureSpec's defaults 1e-3 / 64 (lesion_study on a bare model)
+    lr: float | None = None
+    batch_size: int | None = None
     eval_batch_size: int = 500
-    tolerance_pts: float = 1.0  # "no significant loss": less than this many accuracy points
+    tolerance: float = 0.01  # "no significant loss": less than this accuracy loss (1 point)
     test_limit: int | None = None  # first n test samples (lesion_run); None = the whole split
 
     def __post_init__(self) -> None:
@@ -46,8 +49,11 @@ class LesionConfig:
             )
         if self.max_k is not None and self.max_k < 1:
             raise ValueError(f"max_k must be >= 1 (or None for all blocks), got {self.max_k}.")
-        if not self.tolerance_pts > 0:
-            raise ValueError(f"tolerance_pts must be > 0 points, got {self.tolerance_pts}.")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(
+                f"tolerance is an accuracy loss as a fraction in (0, 1) (0.01 = 1 point), got "
+                f"{self.tolerance}."
+            )
         crits = [Criterion.parse(c).name for c in self.criteria]
         flags = list(self.flag_criteria)
         if flags == ["all"]:
@@ -58,14 +64,32 @@ class LesionConfig:
         # A flag criterion needs its per-block entropies: add it to the measured criteria.
         self.criteria = tuple(dict.fromkeys(crits + flags))
         self.flag_criteria = tuple(dict.fromkeys(flags))
+        self.measure_spec()  # ValueError for a bad lr / batch size
+
+    def measure_spec(self, base: MeasureSpec | None = None) -> MeasureSpec:
+        """The measurement context of the per-block signals: ``base`` (the run's,
+        MeasureSpec.from_run; default MeasureSpec()) with this config's lr, batch size and
+        kind where given, and its ``samples``. The criterion is the primary flag criterion
+        (each criterion of ``criteria`` is measured in that context)."""
+        base = base or MeasureSpec()
+        given = {"lr": self.lr, "batch_size": self.batch_size, "kind": self.kind}
+        return base.replace(
+            **{k: v for k, v in given.items() if v is not None},
+            n_samples=self.samples,
+            criterion=self.flag_criteria[0],
+        )
+
+    def measure_source(self, base: str = "run") -> dict[str, str]:
+        """Where lr and batch size come from: "given" (this config) or ``base``."""
+        return {k: "given" if getattr(self, k) is not None else base for k in ("lr", "batch_size")}
 
 
 @dataclass
 class LesionResult:
-    """base_acc_pct: test accuracy (%) of the intact model; blocks: one row per block; curves:
+    """base_acc: test accuracy (a fraction) of the intact model; blocks: one row per block; curves:
     one row per (criterion, group, k); corr: one row per conflict signal; summary: the JSON."""
 
-    base_acc_pct: float
+    base_acc: float
     blocks: list[dict]
     curves: list[dict]
     corr: list[dict]

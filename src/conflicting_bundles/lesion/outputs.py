@@ -58,20 +58,15 @@ def plot_lesion(res: LesionResult, out: str | Path) -> None:
                 continue
             # every curve starts at the intact model (k = 0)
             x = 100 * np.array([0.0] + [r["fraction_of_blocks"] for r in rows])
-            m = np.array([res.base_acc_pct] + [r["test_acc_pct_mean"] for r in rows])
-            sd = np.array([0.0] + [r["test_acc_pct_std"] for r in rows])
+            m = 100 * np.array([res.base_acc] + [r["test_acc_mean"] for r in rows])  # in %
+            sd = 100 * np.array([0.0] + [r["test_acc_std"] for r in rows])
             style = _STYLES[g]
             label = f"{g} (n={rows[0]['group_size']})"
             ax.plot(x, m, color=_COLORS[g], label=label, **style)
             ax.fill_between(x, m - sd, m + sd, color=_COLORS[g], alpha=0.15, lw=0)
-        ax.axhline(res.base_acc_pct, color="k", lw=0.8, ls="--", label="no lesion")
-        ax.axhline(
-            res.base_acc_pct - s["tolerance_pts"],
-            color="k",
-            lw=0.6,
-            ls=":",
-            label=f"-{s['tolerance_pts']:g} pt",
-        )
+        base, tol = 100 * res.base_acc, 100 * s["tolerance"]  # in % and points
+        ax.axhline(base, color="k", lw=0.8, ls="--", label="no lesion")
+        ax.axhline(base - tol, color="k", lw=0.6, ls=":", label=f"-{tol:g} pt")
         nf = s["by_criterion"][c]["num_flagged"]
         ax.set_title(
             f"groups by the {c} criterion ({nf} of {s['num_lesionable']} flagged)", fontsize=10
@@ -79,10 +74,10 @@ def plot_lesion(res: LesionResult, out: str | Path) -> None:
         ax.set_xlabel("blocks lesioned (% of all blocks)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_xlim(0, 100)
-        means = [r["test_acc_pct_mean"] for r in res.curves]
-        tops = [r["test_acc_pct_mean"] + r["test_acc_pct_std"] for r in res.curves]
-        lo = min([res.base_acc_pct - 10, *means])
-        ax.set_ylim(max(0.0, lo - 2), min(100.0, max([res.base_acc_pct, *tops]) + 1))
+        means = [100 * r["test_acc_mean"] for r in res.curves]
+        tops = [100 * (r["test_acc_mean"] + r["test_acc_std"]) for r in res.curves]
+        lo = min([base - 10, *means])
+        ax.set_ylim(max(0.0, lo - 2), min(100.0, max([base, *tops]) + 1))
         ax.legend(fontsize=7, loc="lower left")
     for ax in list(axes.flat)[len(crits) :]:
         ax.axis("off")
@@ -96,12 +91,12 @@ def plot_lesion(res: LesionResult, out: str | Path) -> None:
     idx = [b["index"] for b in les]
     ax1.bar(
         idx,
-        [b["single_harm_pts"] for b in les],
+        [100 * b["single_harm"] for b in les],  # in points
         color=["C3" if b[f"flag[{primary}]"] else "C0" for b in les],
     )
     for b in les:  # projecting blocks are lesioned to their projection, not to the identity
         if b["projecting"]:
-            ax1.bar(b["index"], b["single_harm_pts"], fill=False, hatch="//", edgecolor="k", lw=0)
+            ax1.bar(b["index"], 100 * b["single_harm"], fill=False, hatch="//", edgecolor="k", lw=0)
     ax1.set_ylabel("accuracy loss (points)")
     ax1.set_title(
         f"Single-block lesions (red: flagged by {primary}; hatched: projecting block)",
@@ -138,12 +133,12 @@ def print_lesion(res: LesionResult, console=None) -> None:
                 "margin/q": b["margin"],
                 "H ref": b.get("entropy[reference]"),
                 "flagged by": ",".join(c for c in crits if b[f"flag[{c}]"]) or "-",
-                "single acc %": b["single_acc_pct"],
-                "harm pts": b["single_harm_pts"],
+                "single acc %": _pts(b["single_acc"]),
+                "harm pts": _pts(b["single_harm"]),
             }
         )
     print_table(
-        rows, title=f"Blocks (base test accuracy {res.base_acc_pct:.2f} %)", console=console
+        rows, title=f"Blocks (base test accuracy {100 * res.base_acc:.2f} %)", console=console
     )
 
     def rem_row(c: str, g: str, r: dict, harm: float | None) -> dict:
@@ -153,16 +148,16 @@ def print_lesion(res: LesionResult, console=None) -> None:
             "size": r["group_size"],
             "k": r["k"],
             "% of blocks": 100 * r["fraction_of_blocks"],
-            "mean single harm pts": harm,
+            "mean single harm pts": _pts(harm),
         }
 
     rem = [rem_row(ALL, "all", s["removable_all_blocks"], None)]
     for c, d in s["by_criterion"].items():
         for g, r in d["removable"].items():
-            rem.append(rem_row(c, g, r, d["single_harm_pts_mean"].get(g)))
+            rem.append(rem_row(c, g, r, d["single_harm_mean"].get(g)))
     print_table(
         rem,
-        title=f"Largest lesion set losing < {s['tolerance_pts']:g} point (mean over sets)",
+        title=f"Largest lesion set losing < {100 * s['tolerance']:g} point (mean over sets)",
         console=console,
     )
     short = {
@@ -187,11 +182,17 @@ def print_lesion(res: LesionResult, console=None) -> None:
     h = s.get("individually_harmless")
     if h:
         console.print(
-            f"{h['k']} of {s['num_blocks']} blocks each cost < {s['tolerance_pts']:g} point alone; "
-            f"lesioned together: {h['joint_test_acc_pct']:.2f} % ({h['joint_loss_pts']:+.2f} pts "
+            f"{h['k']} of {s['num_blocks']} blocks each cost < {100 * s['tolerance']:g} point "
+            f"alone; lesioned together: {100 * h['joint_test_acc']:.2f} % "
+            f"({100 * h['joint_loss']:+.2f} pts "
             "lost)",
             highlight=False,
         )
     for c, d in s["by_criterion"].items():
         if d["note"]:
             console.print(f"[yellow]note[/yellow] ({c}): {d['note']}", highlight=False)
+
+
+def _pts(v: float | None) -> float | None:
+    """A fraction shown in % or accuracy points (x 100); None stays None."""
+    return None if v is None else 100 * v

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from .. import runs
+from ..measurespec import MeasureSpec
 from .cache import CACHE_FILE
 from .config import LesionConfig, LesionResult
 from .outputs import print_lesion, write_outputs
@@ -40,10 +40,8 @@ def lesion_run(
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     model, ckpt = runs.load_model(run_dir, checkpoint, map_location=dev)
-    # the run's lr and batch size, as the metric requires, and its probe kind unless given
-    cfg = dataclasses.replace(
-        cfg, lr=tc.lr, batch_size=tc.batch_size, kind=cfg.kind or tc.measure_kind
-    )
+    # the run's lr, batch size and probe kind (the metric's resolution), unless given
+    spec = cfg.measure_spec(MeasureSpec.from_config(tc))
     data_dir = data_dir or tc.data_dir
     # the samples the run trained on: train_limit, then without its validation split
     full = load_dataset(tc.dataset, "train", data_dir, limit=tc.train_limit)
@@ -58,12 +56,16 @@ def lesion_run(
     out = Path(out) if out is not None else run_dir / "lesion"
     with runs.locked(out, "cbundles lesion"):  # one study per folder (the cache is shared)
         return _study(
-            run_dir, out, model, ckpt, tc, cfg, train_xy, test_xy, checkpoint, progress, report
-        )
+            run_dir, out, model, ckpt, tc, cfg, spec, train_xy, test_xy, checkpoint, progress,
+            report,
+        )  # fmt: skip
 
 
-def _study(run_dir, out, model, ckpt, tc, cfg, train_xy, test_xy, checkpoint, progress, report):
-    res = lesion_study(model, train_xy, test_xy, cfg, out / CACHE_FILE, progress)
+def _study(
+    run_dir, out, model, ckpt, tc, cfg, spec, train_xy, test_xy, checkpoint, progress, report
+):
+    res = lesion_study(model, train_xy, test_xy, cfg, out / CACHE_FILE, progress, spec=spec)
+    res.summary["measure"]["source"] = cfg.measure_source("run")
     res.summary.update(
         run_dir=str(run_dir),
         checkpoint=checkpoint,
@@ -71,7 +73,7 @@ def _study(run_dir, out, model, ckpt, tc, cfg, train_xy, test_xy, checkpoint, pr
         dataset=tc.dataset,
         model=runs.load_arch(run_dir),
         # train.py's figure (a fraction, mean of the last epochs on the run's test subset)
-        run_test_acc_pct=pct_or_none(
+        run_test_acc=(
             runs.load_summary(run_dir).get("test_acc")
             if (run_dir / runs.SUMMARY).exists()
             else None
@@ -85,7 +87,3 @@ def _study(run_dir, out, model, ckpt, tc, cfg, train_xy, test_xy, checkpoint, pr
 
         build_report(out)
     return res
-
-
-def pct_or_none(v: float | None) -> float | None:
-    return None if v is None else 100.0 * v

@@ -9,15 +9,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..metric import Criterion, conflict_margin, weight_amplitude
+from ..measurespec import MeasureSpec
+from ..metric import Criterion, weight_amplitude
 from ..probes import probe
 from .config import LesionConfig
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy in percent of ``model`` in eval mode; x (N, C, H, W) float32, y (N,).
-    The model's train/eval mode is restored."""
+    """Top-1 accuracy (a fraction in 0..1) of ``model`` in eval mode; x (N, C, H, W) float32,
+    y (N,). The model's train/eval mode is restored."""
     was = model.training
     model.eval()
     correct = 0
@@ -27,30 +28,41 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
             correct += int((logits.argmax(1) == y[s : s + batch_size]).sum())
     finally:
         model.train(was)
-    return 100.0 * correct / max(1, len(y))
+    return correct / max(1, len(y))
 
 
 @torch.no_grad()
 def block_signals(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: LesionConfig
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: LesionConfig,
+    spec: MeasureSpec | None = None,
 ) -> list[dict]:
     """One row per block, in forward order: position (index, stage, position_in_stage,
     projecting, lesionable), the margin and, per criterion, entropy/bundles/flag, measured on
-    (x, y) (non-augmented training samples, (N, ...) and (N,)) in eval mode in one forward."""
+    (x, y) (non-augmented training samples, (N, ...) and (N,)) in eval mode in one forward.
+    spec: the measurement context (lr, batch size, kind); default ``cfg.measure_spec()``.
+    Each (block, criterion) is :meth:`MeasureSpec.layer_stats`, as measure_run and prune's
+    conflict scorer compute it."""
+    spec = (spec or cfg.measure_spec()).replace(w_max=weight_amplitude(model))
     was = model.training
     model.eval()
-    w_max = weight_amplitude(model)
     try:
-        with probe(model, kind=cfg.kind) as p:
+        with probe(model, kind=spec.kind) as p:
             model(x)
     finally:
         model.train(was)
     info = {d["name"]: d for d in model.block_info()}
-    crits = [Criterion.parse(c) for c in cfg.criteria]
+    crits = [Criterion.parse(c).name for c in cfg.criteria]
     rows = []
     for pt in p.points:
         a = p.get(pt.name).reshape(len(y), -1)  # (N, D)
         d = info.get(pt.name, {})
+        stats = [
+            spec.layer_stats(a, y, criterion=c, name=pt.name, margin=i == 0)
+            for i, c in enumerate(crits)
+        ]
         row = {
             "block": pt.name,
             "index": d.get("index", len(rows)),
@@ -58,14 +70,13 @@ def block_signals(
             "position_in_stage": d.get("position_in_stage", len(rows)),
             "projecting": bool(d.get("projecting", False)),
             "lesionable": bool(d.get("lesionable", True)),
-            "margin": conflict_margin(a, y, w_max=w_max, lr=cfg.lr, batch_size=cfg.batch_size),
+            "margin": stats[0].margin,  # the same for every criterion (units of q)
         }
-        for c in crits:
-            st = c.stats(a, y, w_max=w_max, lr=cfg.lr, batch_size=cfg.batch_size)
-            row[f"entropy[{c.name}]"] = st.entropy
-            row[f"bundles[{c.name}]"] = st.num_bundles
-            row[f"flag[{c.name}]"] = st.conflicting
-        row["w_max"] = w_max
+        for c, st in zip(crits, stats, strict=True):
+            row[f"entropy[{c}]"] = st.entropy
+            row[f"bundles[{c}]"] = st.num_bundles
+            row[f"flag[{c}]"] = st.conflicting
+        row["w_max"] = spec.w_max
         rows.append(row)
     return rows
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..measurespec import MeasureSpec
 from . import signals
 from .cache import AccuracyCache, fingerprint
 from .config import ALL, Group, LesionConfig, LesionResult
@@ -95,16 +96,20 @@ def lesion_study(
     cfg: LesionConfig,
     cache_path: Path | None = None,
     progress: bool = True,
+    *,
+    spec: MeasureSpec | None = None,
 ) -> LesionResult:
     """The whole study on a model with ``block_info()`` and ``lesioned()`` (this project's
     models). train_xy: non-augmented training samples x (N, ...), y (N,) (the first
     ``cfg.samples`` are measured); test_xy: the preprocessed test set x (M, ...), y (M,).
-    ``cfg.lr``/``cfg.batch_size`` must be the run's (they set the metric's resolution;
-    lesion_run takes them from the run's config)."""
+    spec: the measurement context of the conflict signals (the training lr and batch size set
+    the metric's resolution): default ``cfg.measure_spec()`` (cfg's lr / batch size, else 1e-3 /
+    64); lesion_run passes the run's (MeasureSpec.from_run) with cfg's overrides."""
     _check_inputs(model, train_xy, test_xy, cfg)
     x_tr, y_tr = train_xy[0][: cfg.samples], train_xy[1][: cfg.samples]
     x_te, y_te = test_xy
-    blocks = block_signals(model, x_tr, y_tr, cfg)
+    spec = spec or cfg.measure_spec()
+    blocks = block_signals(model, x_tr, y_tr, cfg, spec)
     lesionable = [b["index"] for b in blocks if b["lesionable"]]
     if not lesionable:
         raise ValueError(
@@ -126,10 +131,10 @@ def lesion_study(
     max_k = min(cfg.max_k or len(lesionable), len(lesionable))
     for b in tqdm(blocks, desc="single-block lesions", disable=not progress, leave=False):
         if b["lesionable"]:
-            b["single_acc_pct"] = acc_of([b["index"]])
-            b["single_harm_pts"] = base - b["single_acc_pct"]
+            b["single_acc"] = acc_of([b["index"]])
+            b["single_harm"] = base - b["single_acc"]
         else:
-            b["single_acc_pct"] = b["single_harm_pts"] = None
+            b["single_acc"] = b["single_harm"] = None
 
     todo = plans(blocks, lesionable, cfg)
     total = sum(p.max_k(max_k) for p in todo) * cfg.repeats
@@ -148,9 +153,9 @@ def lesion_study(
                     "group": p.group.value,
                     "k": k,
                     "fraction_of_blocks": k / len(blocks),
-                    "test_acc_pct_mean": float(np.mean(accs)),
-                    "test_acc_pct_std": float(np.std(accs)),
-                    "loss_pts_mean": base - float(np.mean(accs)),
+                    "test_acc_mean": float(np.mean(accs)),
+                    "test_acc_std": float(np.std(accs)),
+                    "loss_mean": base - float(np.mean(accs)),
                     "n_sets": len(accs),
                     "n_distinct_sets": len({tuple(s) for s in sets}),
                     "group_size": len(p.members),
@@ -160,18 +165,18 @@ def lesion_study(
     bar.close()
     # The blocks whose lesion alone costs less than the tolerance, lesioned together: are the
     # individually harmless blocks also jointly removable?
-    harmless = [
-        b["index"] for b in blocks if b["lesionable"] and b["single_harm_pts"] < cfg.tolerance_pts
-    ]
+    harmless = [b["index"] for b in blocks if b["lesionable"] and b["single_harm"] < cfg.tolerance]
     joint = acc_of(harmless) if harmless else base
     cache.save()
     corr = correlations(blocks, cfg)
     summary = summarize(base, blocks, curves, corr, cfg, len(y_te))
+    w = blocks[0]["w_max"] if blocks else None  # the model's, as block_signals measured
+    summary["measure"] = {**spec.to_dict(), "w_max": w, "source": cfg.measure_source("default")}
     summary["individually_harmless"] = {
         "blocks": [blocks[i]["block"] for i in harmless],
         "k": len(harmless),
         "fraction_of_blocks": len(harmless) / len(blocks),
-        "joint_test_acc_pct": joint,
-        "joint_loss_pts": base - joint,
+        "joint_test_acc": joint,
+        "joint_loss": base - joint,
     }
     return LesionResult(base, blocks, curves, corr, summary)

@@ -19,7 +19,7 @@ def correlations(blocks: list[dict], cfg: LesionConfig) -> list[dict]:
     and given (index, projecting); p-values from the t-distribution."""
     les = [b for b in blocks if b["lesionable"]]
     n = len(les)
-    harm = [b["single_harm_pts"] for b in les]
+    harm = [b["single_harm"] for b in les]
     idx = [b["index"] for b in les]
     proj = [float(b["projecting"]) for b in les]
     signals = {f"entropy[{c}]": [b[f"entropy[{c}]"] for b in les] for c in cfg.criteria}
@@ -61,12 +61,12 @@ def correlations(blocks: list[dict], cfg: LesionConfig) -> list[dict]:
 
 
 def _removable(base: float, curves: list[dict], crit: str, group: str, tol: float) -> int:
-    """Largest k such that every k' <= k loses less than ``tol`` points on average."""
+    """Largest k such that every k' <= k loses less than ``tol`` (a fraction) on average."""
     best = 0
     for c in sorted(
         (c for c in curves if c["criterion"] == crit and c["group"] == group), key=lambda c: c["k"]
     ):
-        if base - c["test_acc_pct_mean"] < tol and c["k"] == best + 1:
+        if base - c["test_acc_mean"] < tol and c["k"] == best + 1:
             best = c["k"]
         else:
             break
@@ -75,12 +75,13 @@ def _removable(base: float, curves: list[dict], crit: str, group: str, tol: floa
 
 def summarize(base, blocks, curves, corr, cfg: LesionConfig, n_test: int) -> dict:
     """lesion_summary.json: per flag criterion the flagged blocks and, per group, the largest
-    fraction of blocks lesionable with less than ``tolerance_pts`` loss; the correlations."""
+    fraction of blocks lesionable with less than ``tolerance`` loss (fractions); the correlations.
+    """
     n = len(blocks)
     les = [b for b in blocks if b["lesionable"]]
 
     def removable(crit: str, group: str, size: int) -> dict:
-        k = _removable(base, curves, crit, group, cfg.tolerance_pts)
+        k = _removable(base, curves, crit, group, cfg.tolerance)
         return {
             "k": k,
             "fraction_of_blocks": k / n,
@@ -89,7 +90,7 @@ def summarize(base, blocks, curves, corr, cfg: LesionConfig, n_test: int) -> dic
         }
 
     def mean(bs: list[dict]) -> float | None:
-        return float(np.mean([b["single_harm_pts"] for b in bs])) if bs else None
+        return float(np.mean([b["single_harm"] for b in bs])) if bs else None
 
     per_crit = {}
     for c in cfg.flag_criteria:
@@ -104,7 +105,7 @@ def summarize(base, blocks, curves, corr, cfg: LesionConfig, n_test: int) -> dic
                 m = matched_controls(
                     [b["index"] for b in flagged], [b["index"] for b in unflagged], rng
                 )
-                ctrl.append(np.mean([blocks[i]["single_harm_pts"] for i in m]))
+                ctrl.append(np.mean([blocks[i]["single_harm"] for i in m]))
                 dist.append(np.mean([abs(i - b["index"]) for i, b in zip(m, flagged, strict=True)]))
         groups = {"conflicting": len(flagged), "non-conflicting": len(unflagged)}
         if any(x["criterion"] == c and x["group"] == "position-matched" for x in curves):
@@ -124,7 +125,7 @@ def summarize(base, blocks, curves, corr, cfg: LesionConfig, n_test: int) -> dic
         per_crit[c] = {
             "flagged_blocks": [b["block"] for b in flagged],
             "num_flagged": len(flagged),
-            "single_harm_pts_mean": {
+            "single_harm_mean": {
                 "conflicting": mean(flagged),
                 "non-conflicting": mean(unflagged),
                 "position-matched": float(np.mean(ctrl)) if ctrl else None,
@@ -136,12 +137,12 @@ def summarize(base, blocks, curves, corr, cfg: LesionConfig, n_test: int) -> dic
             "note": note,
         }
     return {
-        "units": "accuracies in percent (test_acc_pct), losses/harm in accuracy points (pts)",
-        "base_test_acc_pct": base,
+        "units": "accuracies, losses and harm are fractions in 0..1 (0.01 = 1 accuracy point)",
+        "base_test_acc": base,
         "num_blocks": n,
         "num_lesionable": len(les),
         "num_test_samples": n_test,
-        "tolerance_pts": cfg.tolerance_pts,
+        "tolerance": cfg.tolerance,
         "removable_all_blocks": removable(ALL, "all", len(les)),
         "primary_criterion": cfg.flag_criteria[0],
         "no_block_flagged": not per_crit[cfg.flag_criteria[0]]["flagged_blocks"],

@@ -12,9 +12,11 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["create_model", "list_models", "model_signature", "register_model"]
+from ..registry import Registry
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["MODELS", "create_model", "list_models", "model_signature", "register_model"]
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", sort=True)
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
@@ -23,31 +25,18 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | No
     Use as ``@register_model`` or ``@register_model(name="resnet")``. Registering a name twice
     is an error (two modules silently shadowing each other is never intended).
     """
-
-    def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or f.__name__
-        if key in _MODELS and _MODELS[key] is not f:
-            raise ValueError(f"model {key!r} is already registered (by {_MODELS[key].__module__}).")
-        _MODELS[key] = f
-        return f
-
+    add = MODELS.register(name)
     return add if fn is None else add(fn)
 
 
 def list_models() -> list[str]:
     """Registered model names, sorted."""
-    return sorted(_MODELS)
-
-
-def _factory(name: str) -> Callable[..., nn.Module]:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}.")
-    return _MODELS[name]
+    return sorted(MODELS)
 
 
 def model_signature(name: str) -> inspect.Signature:
     """The factory's signature (argument names and defaults), e.g. for a CLI listing."""
-    return inspect.signature(_factory(name))
+    return inspect.signature(MODELS.get(name))
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -55,7 +44,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
     ``create_model(**model.arch())`` rebuilds a model's structure (fresh weights).
     """
-    factory = _factory(name)
+    factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     valid = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]

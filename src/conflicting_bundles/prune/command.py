@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..measurespec import MeasureSpec
 from ..runs import write_csv, write_json
 from .baselines import calibration_loss, output_features
 from .batches import attention_mask, first_inputs, split_batch
@@ -57,11 +58,13 @@ class PruneConfig:
     remove: int = 1
     scorer: str = "conflict"
     iterative: bool = False
-    blocks: str | None = None  # regex override of the discovered blocks
+    block_regex: str | None = None  # regex over module names overriding block discovery
     data_dir: str | None = None
     n_samples: int | None = None  # scoring samples (None: each scorer's default)
-    lr: float = 1e-3  # conflict criterion: training learning rate
-    batch_size: int = 64  # conflict criterion: training batch size
+    # conflict criterion: the training lr and batch size; None = the run's (a run directory),
+    # else MeasureSpec's 1e-3 / 64. batch_size is also the healing batch size.
+    lr: float | None = None
+    batch_size: int | None = None
     criterion: str = "reference"
     eval_batch_size: int = 256
     test_limit: int | None = None  # None: the whole test split
@@ -75,8 +78,39 @@ class PruneConfig:
     scorers: tuple[str, ...] = SCORERS
     random_repeats: int = 5
 
-    def scorer_kwargs(self) -> dict:
-        kw = dict(lr=self.lr, batch_size=self.batch_size, criterion=self.criterion, seed=self.seed)
+    def measure_spec(self) -> tuple[MeasureSpec, dict[str, str]]:
+        """(the conflict scorer's measurement context, where lr and batch size come from):
+        a run directory's lr / batch size / probe kind (MeasureSpec.from_run; an auto-tune
+        folder stands for its final step) unless --lr / --batch-size are given, else the
+        defaults; the criterion and scoring samples (64 unless --n-samples) are this config's."""
+        base, origin = MeasureSpec(), "default"
+        given = {"lr": self.lr, "batch_size": self.batch_size}
+        path = Path(self.model)
+        if path.is_dir() and None in given.values():
+            from ..autotune import final_run_dir
+            from ..runs import RunDirError
+
+            run = final_run_dir(path)
+            if (run / "arch.json").is_file() and (run / "config.json").is_file():
+                try:
+                    base, origin = MeasureSpec.from_run(run), "run"
+                except (RunDirError, ValueError, TypeError) as e:
+                    raise ValueError(
+                        f"{e} prune reads the run's lr and batch size from it (they set the "
+                        "bundle metric's resolution): pass --lr and --batch-size to prune "
+                        "without it."
+                    ) from e
+        spec = base.replace(
+            **{k: v for k, v in given.items() if v is not None},
+            criterion=self.criterion,
+            n_samples=self.n_samples or MeasureSpec.n_samples,
+        )
+        return spec, {k: "given" if v is not None else origin for k, v in given.items()}
+
+    def scorer_kwargs(self, spec: MeasureSpec | None = None) -> dict:
+        """Options for every scorer (get_scorer keeps those a scorer takes)."""
+        spec = spec or self.measure_spec()[0]
+        kw = dict(spec=spec, criterion=self.criterion, seed=self.seed)
         if self.n_samples is not None:
             kw["n_samples"] = self.n_samples
         return kw
@@ -120,8 +154,8 @@ def _data(cfg: PruneConfig, base: dict | None) -> tuple[list, list, Callable | N
         cfg.dataset, "test", cfg.eval_batch_size, cfg.data_dir, cfg.test_limit, prep
     )
 
-    def stream():
-        return train_stream(cfg.dataset, cfg.batch_size, cfg.data_dir, seed=cfg.seed, prep=prep)
+    def stream(batch_size: int):
+        return train_stream(cfg.dataset, batch_size, cfg.data_dir, seed=cfg.seed, prep=prep)
 
     return score, test, stream
 
@@ -211,8 +245,10 @@ def _headline(s: dict) -> str:
     ]
     q = s["quality_after"]
     if "accuracy" in q:
+        from ..report import pct
+
         lines.append(
-            f"Evaluation accuracy {s['quality_before']['accuracy']:.4f} -> {q['accuracy']:.4f}."
+            f"Evaluation accuracy {pct(s['quality_before']['accuracy'])} -> {pct(q['accuracy'])}."
         )
     lines.append(f"Output cosine to the full model: {q['cosine_to_full']:.4f}.")
     return "\n".join(lines)
@@ -225,6 +261,7 @@ def run_prune(cfg: PruneConfig, progress: Callable[[str], None] | None = None) -
 
     say = progress or (lambda _m: None)
     _check(cfg)
+    spec, source = cfg.measure_spec()
     say(f"loading {cfg.model}")
     model, base = load_model(cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs)
     model.to(cfg.device)
@@ -232,11 +269,18 @@ def run_prune(cfg: PruneConfig, progress: Callable[[str], None] | None = None) -
     mode = "iterative " if cfg.iterative else ""
     say(f"scoring blocks with {mode}{cfg.scorer!r} on {sum(_n(b) for b in score_batches)} samples")
     res = prune_model(
-        model, score_batches, cfg.scorer, cfg.remove, cfg.blocks, cfg.scorer_kwargs(), cfg.iterative
+        model,
+        score_batches,
+        cfg.scorer,
+        cfg.remove,
+        cfg.block_regex,
+        cfg.scorer_kwargs(spec),
+        cfg.iterative,
     )
     say(f"found {len(res.blocks)} blocks; removed {', '.join(res.removed) or '-'}")
     s = res.as_dict()
     s.update(scorer=cfg.scorer, iterative=cfg.iterative, criterion=cfg.criterion, model=cfg.model)
+    s["measure"] = {**spec.to_dict(), "source": source}  # the conflict scorer's context
     s["quality_before"] = quality(model, model, eval_batches)
     if cfg.heal_steps:
         if stream is None:
@@ -247,7 +291,7 @@ def run_prune(cfg: PruneConfig, progress: Callable[[str], None] | None = None) -
         t0 = time.perf_counter()
         losses = heal(
             res.model,
-            stream(),
+            stream(spec.batch_size),
             cfg.heal_steps,
             cfg.heal_lr,
             train=cfg.heal_train,
@@ -258,8 +302,8 @@ def run_prune(cfg: PruneConfig, progress: Callable[[str], None] | None = None) -
             "train": cfg.heal_train,
             "steps": cfg.heal_steps,
             "lr": cfg.heal_lr,
-            "batch_size": cfg.batch_size,
-            "samples_seen": cfg.heal_steps * cfg.batch_size,
+            "batch_size": spec.batch_size,
+            "samples_seen": cfg.heal_steps * spec.batch_size,
             "trainable_params": n_train,
             "seconds": time.perf_counter() - t0,
             "first_loss": losses[0],
@@ -305,6 +349,7 @@ def run_compare(cfg: PruneConfig, progress: Callable[[str], None] | None = None)
     from ..report import html_image, html_table, write_html
 
     _check(cfg)
+    spec, source = cfg.measure_spec()
     model, base = load_model(cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs)
     model.to(cfg.device)
     score_batches, test_batches, _ = _data(cfg, base)
@@ -314,14 +359,17 @@ def run_compare(cfg: PruneConfig, progress: Callable[[str], None] | None = None)
         test_batches,
         cfg.scorers,
         cfg.max_remove,
-        cfg.blocks,
+        cfg.block_regex,
         cfg.random_repeats,
-        cfg.scorer_kwargs(),
+        cfg.scorer_kwargs(spec),
         progress,
     )
     title = f"{Path(cfg.model).name} on {cfg.dataset or cfg.text}"
     csv_path, png_path = write_compare(rows, cfg.out, title=title)
-    write_json(Path(cfg.out) / "compare.json", {"config": asdict(cfg), "rows": rows})
+    measure = {**spec.to_dict(), "source": source}  # the conflict scorer's context
+    write_json(
+        Path(cfg.out) / "compare.json", {"config": asdict(cfg), "measure": measure, "rows": rows}
+    )
     best = {}
     for r in rows:
         if r["k"] == (cfg.max_remove or 1) and r["scorer"] != "none":

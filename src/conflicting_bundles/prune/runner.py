@@ -208,7 +208,9 @@ def compare_scorers(
                     )
                 )
                 if progress:
-                    progress(f"{name}{'' if seed is None else f'[{seed}]'} k={k}: acc {acc:.4f}")
+                    progress(
+                        f"{name}{'' if seed is None else f'[{seed}]'} k={k}: acc {100 * acc:.2f}%"
+                    )
     return rows
 
 

@@ -46,8 +46,10 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from ..metric import Criterion, conflict_margin, weight_amplitude
+from ..measurespec import MeasureSpec
+from ..metric import Criterion, weight_amplitude
 from ..probes import Probe, ProbePoint
+from ..registry import Registry
 from .batches import (
     attention_mask,
     batch_len,
@@ -65,38 +67,36 @@ __all__ = [
     "BlockInfluenceScorer",
     "AngularScorer",
     "ActivationEntropyScorer",
+    "SCORER_REGISTRY",
     "register_scorer",
     "get_scorer",
     "list_scorers",
 ]
 
-_SCORERS: dict[str, type[Scorer]] = {}
+SCORER_REGISTRY: Registry[type[Scorer]] = Registry(
+    "scorer", unknown="unknown scorer {name!r}; available: {names}."
+)
 
 
 def register_scorer(name: str) -> Callable[[type[Scorer]], type[Scorer]]:
     """Class decorator: make a Scorer subclass available as ``get_scorer(name)``."""
 
     def add(cls: type[Scorer]) -> type[Scorer]:
-        if name in _SCORERS and _SCORERS[name] is not cls:
-            raise ValueError(f"scorer {name!r} is already registered by {_SCORERS[name].__name__}.")
         cls.name = name
-        _SCORERS[name] = cls
-        return cls
+        return SCORER_REGISTRY.add(name, cls)
 
     return add
 
 
 def list_scorers() -> list[str]:
     """Registered scorer names, in registration order."""
-    return list(_SCORERS)
+    return SCORER_REGISTRY.names()
 
 
 def get_scorer(name: str, **kwargs) -> Scorer:
     """A scorer instance by name; keyword arguments go to its constructor (unknown ones are
     dropped, so one option dict can configure every scorer, e.g. from a CLI)."""
-    if name not in _SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; available: {', '.join(list_scorers())}.")
-    cls = _SCORERS[name]
+    cls = SCORER_REGISTRY.get(name)  # ValueError listing the registered scorers
     params = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in kwargs.items() if k in params})
 
@@ -218,31 +218,38 @@ TIE = 1e-6
 class ConflictScorer(Scorer):
     """Bundle entropy of each block's residual branch (see the module docstring).
 
-    lr, batch_size: the training learning rate and batch size of the reference criterion
-      (docs/method.md §2); w_max is read from the model (largest |trainable parameter|).
-    criterion: "reference" (default) or any :class:`Criterion` name ("coarse:16", "rel:0.01").
+    spec: the measurement context (:class:`MeasureSpec`): the training lr and batch size of
+      the reference criterion (docs/method.md §2), the criterion ("reference" by default, or any
+      :class:`Criterion` name such as "coarse:16") and n_samples (64 by default, as in the
+      reference); w_max is read from the model (largest |trainable parameter|). ``lr``,
+      ``batch_size``, ``criterion`` and ``n_samples``, where given, override the spec's.
+      ``cbundles prune`` on a run directory passes the run's (MeasureSpec.from_run).
     use_declared: if the model declares ``probe_points("branch")`` (this project's residual
       nets: the branch before the skip add, variance-scaled as docs/method.md §2 prescribes) and
       exactly one declared point lies inside a block, read that point instead of y - x.
-    n_samples: 64 by default, as in the reference; all samples in one forward unless
-      ``forward_chunk`` is set.
+    All samples run in one forward unless ``forward_chunk`` is set. Each block's numbers are
+    :meth:`MeasureSpec.layer_stats`, the per-layer report measure_run and the lesion use.
     """
 
     needs_labels = True
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        batch_size: int = 64,
-        criterion: str = "reference",
-        n_samples: int = 64,
+        spec: MeasureSpec | None = None,
+        *,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        criterion: str | None = None,
+        n_samples: int | None = None,
         forward_chunk: int | None = None,
         use_declared: bool = True,
     ):
-        super().__init__(n_samples, forward_chunk)
-        self.lr = lr
-        self.batch_size = batch_size
-        self.criterion = Criterion.parse(criterion)
+        given = {"lr": lr, "batch_size": batch_size, "criterion": criterion, "n_samples": n_samples}
+        self.spec = (spec or MeasureSpec()).replace(
+            **{k: v for k, v in given.items() if v is not None}
+        )
+        super().__init__(self.spec.n_samples, forward_chunk)
+        self.criterion = Criterion.parse(self.spec.criterion)
         self.use_declared = use_declared
 
     def score(self, model, blocks, batches):
@@ -288,25 +295,24 @@ class ConflictScorer(Scorer):
         self._rows[name].extend(sample_rows(y.float() - x.float(), self._mask))  # B rows
 
     def finish(self, model, labels):
-        w_max = weight_amplitude(model)
+        spec = self.spec.replace(w_max=weight_amplitude(model))
         c = int(labels.max()) + 1
         out = {}
         for name, rows in self._rows.items():
             a = pad_rows(rows)  # (N, D); sequences of different lengths zero-padded
-            st = self.criterion.stats(
-                a, labels, num_classes=c, w_max=w_max, lr=self.lr, batch_size=self.batch_size
-            )
-            margin = conflict_margin(a, labels, w_max=w_max, lr=self.lr, batch_size=self.batch_size)
-            tie = 0.0 if math.isinf(margin) else TIE / (1.0 + margin)
+            r = spec.layer_stats(a, labels, num_classes=c, name=name, margin=True)
+            tie = 0.0 if math.isinf(r.margin) else TIE / (1.0 + r.margin)
             self.details[name] = {
-                "entropy": st.entropy,
-                "num_bundles": st.num_bundles,
-                "margin": margin,
-                "criterion": self.criterion.name,
-                "w_max": w_max,
+                "entropy": r.entropy,
+                "num_bundles": r.num_bundles,
+                "margin": r.margin,
+                "criterion": r.criterion,
+                "w_max": r.w_max,
+                "lr": spec.lr,
+                "batch_size": spec.batch_size,
                 "read": "declared-branch" if name in self._declared else "output-minus-input",
             }
-            out[name] = st.entropy + tie
+            out[name] = r.entropy + tie
         return out
 
 

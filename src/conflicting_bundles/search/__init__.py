@@ -9,10 +9,12 @@ from . import methods as _methods  # noqa: F401  (registers the methods)
 from .common import ladder, test_accuracy
 from .compare import print_comparison, run_methods, write_outputs
 from .naswot import hamming_kernel, kernel_logdet, naswot_score, relu_codes
-from .records import VAL_SPLIT_DEFAULTS, Budget, SearchResult, SearchStart
+from .records import CONV_START, FNN_START, VAL_SPLIT_DEFAULTS, Budget, SearchResult, SearchStart
 from .registry import SearchMethod, create_search, list_searches, register_search
 
 __all__ = [
+    "CONV_START",
+    "FNN_START",
     "VAL_SPLIT_DEFAULTS",
     "Budget",
     "SearchMethod",

@@ -79,7 +79,7 @@ def run_methods(
                 {"start": start.to_dict(), "result": r.to_dict()},
             )
             log(
-                f"  {spec}: size {r.size}, val {r.val_acc}, test {r.test_acc:.4f}, "
+                f"  {spec}: size {r.size}, val {_pct(r.val_acc)}, test {_pct(r.test_acc)}, "
                 f"{r.epochs} epochs, {time.perf_counter() - t0:.0f} s"
             )
         results.append(r)
@@ -114,14 +114,24 @@ def headline(start: SearchStart, results: Sequence[SearchResult]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out: str | Path, start: SearchStart, results: Sequence[SearchResult]) -> Path:
-    """search.json, search.csv, search_cost.png, search_params.png and report.html."""
+def write_outputs(
+    out: str | Path,
+    start: SearchStart,
+    results: Sequence[SearchResult],
+    config: dict | None = None,
+) -> Path:
+    """search.json, search.csv, search_cost.png, search_params.png and report.html.
+    ``config``: the resolved command config, saved in search.json (``--config`` reads it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = table_rows(results)
     runs.write_json(
         out / "search.json",
-        {"start": start.to_dict(), "results": [r.to_dict() for r in results]},
+        {
+            "start": start.to_dict(),
+            "results": [r.to_dict() for r in results],
+            **({"config": config} if config is not None else {}),
+        },
     )
     runs.write_csv(out / "search.csv", [{**r.row(), "size": str(r.size)} for r in results])
     pts = [(r.method, r.epochs, 100 * r.test_acc) for r in results]

@@ -14,6 +14,10 @@ FAMILIES = ("fnn", "plain", "resnet")
 RUNTIME_FIELDS = ("data_dir", "threads", "device", "progress")  # may differ when results are reused
 # Datasets whose search commands hold out 5000 training samples for validation by default.
 VAL_SPLIT_DEFAULTS = {"mnist": 5000, "fashion-mnist": 5000}
+# The start `cbundles search` takes when none is given: the main job's FNN 100x25, and for the
+# conv families plain/resnet [3,3,5,3] at width 1/8.
+FNN_START = {"width": 25, "depth": 100}
+CONV_START = {"blocks": (3, 3, 5, 3), "width_mult": 0.125}
 
 
 @dataclass(frozen=True)

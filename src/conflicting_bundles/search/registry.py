@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from ..registry import Registry
 from .records import SearchResult, SearchStart
 
-__all__ = ["SearchMethod", "create_search", "list_searches", "register_search"]
+__all__ = ["SEARCHES", "SearchMethod", "create_search", "list_searches", "register_search"]
 
 
 class SearchMethod(Protocol):
@@ -24,38 +25,33 @@ class SearchMethod(Protocol):
     def run(self, start: SearchStart, work_dir: Path) -> SearchResult: ...
 
 
-_SEARCHES: dict[str, Callable[..., SearchMethod]] = {}
+SearchFactory = Callable[..., SearchMethod]  # a class or function: (**kwargs) -> SearchMethod
+
+SEARCHES: Registry[SearchFactory] = Registry(
+    "search method",
+    unknown="unknown {what} {name!r}; choose from {names} "
+    "(optionally name@criterion, e.g. conflict-at-init@rel:0.01).",
+)
 
 
-def register_search(name: str):
+def register_search(name: str) -> Callable[[SearchFactory], SearchFactory]:
     """Register a factory under ``name``; registering a name twice is an error."""
-
-    def add(factory: Callable[..., SearchMethod]) -> Callable[..., SearchMethod]:
-        if name in _SEARCHES and _SEARCHES[name] is not factory:
-            raise ValueError(f"search method {name!r} is already registered.")
-        _SEARCHES[name] = factory
-        return factory
-
-    return add
+    return SEARCHES.register(name)
 
 
 def list_searches() -> list[str]:
     """Registered method names, in registration order."""
-    return list(_SEARCHES)
+    return SEARCHES.names()
 
 
 def create_search(spec: str, **kwargs) -> SearchMethod:
     """Build a method from ``name`` or ``name@criterion``; kwargs go to its factory."""
     name, _, crit = spec.strip().partition("@")
-    if name not in _SEARCHES:
-        raise ValueError(
-            f"unknown search method {name!r}; choose from {', '.join(list_searches())} "
-            "(optionally name@criterion, e.g. conflict-at-init@rel:0.01)."
-        )
+    factory = SEARCHES.get(name)
     if crit:
         kwargs["criterion"] = crit
     try:
-        method = _SEARCHES[name](**kwargs)
+        method = factory(**kwargs)
     except TypeError as e:
         raise ValueError(f"search method {name!r}: {e}") from e
     method.name = spec.strip()

@@ -167,12 +167,12 @@ def _plot_grid_cells(spec: SweepSpec, rows: list[dict], summary: list[dict], out
         return
     merged = []
     for (w, d), rs in cells.items():
-        accs = [r["test_acc_pct"] for r in rs if r.get("test_acc_pct") is not None]
+        accs = [r["test_acc"] for r in rs if r.get("test_acc") is not None]
         merged.append(
             {
                 "width": w,
                 "depth": d,
-                "test_acc_pct": sum(accs) / len(accs) if accs else None,
+                "test_acc": sum(accs) / len(accs) if accs else None,
                 "conflicting": any(r.get("conflicting") for r in rs),
                 "conflicting_init": any(r.get("conflicting_init") for r in rs),
             }
@@ -237,7 +237,7 @@ def _row_lesion(trial: Trial) -> dict:
     return {
         "status": "completed",
         "criterion": crit,
-        "base_test_acc_pct": s.get("base_test_acc_pct"),
+        "base_test_acc": s.get("base_test_acc"),
         "num_blocks": s.get("num_blocks"),
         "num_flagged": by.get("num_flagged"),
         "removable_all": s.get("removable_all_blocks", {}).get("fraction_of_blocks"),
@@ -263,7 +263,7 @@ register_kind(
         build_train,
         _run_grid_cell,
         _row_grid_cell,
-        ("test_acc_pct", "entropy_last_init", "entropy_last"),
+        ("test_acc", "entropy_last_init", "entropy_last"),
         plot=_plot_grid_cells,
         is_finished=_grid_cell_finished,
     )
@@ -285,6 +285,6 @@ register_kind(
         build_lesion,
         _run_lesion,
         _row_lesion,
-        ("removable_all", "removable_conflicting", "base_test_acc_pct", "num_flagged"),
+        ("removable_all", "removable_conflicting", "base_test_acc", "num_flagged"),
     )
 )

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+from ..configfile import check_types
 from .registry import Trial, get_kind
 from .spec import SweepSpec
 
@@ -29,31 +30,6 @@ def set_path(cfg: dict, path: str, value) -> None:
 
 def field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
-
-
-def _type_error(name: str, annotation: str, v) -> str | None:
-    """Why ``v`` does not fit a field annotated ``annotation`` (int / float fields only)."""
-    kinds = {a.strip() for a in str(annotation).split("|")}
-    if v is None and "None" in kinds:
-        return None
-    number = not isinstance(v, bool) and isinstance(v, (int, float))
-    if kinds & {"int", "float"} and not kinds - {"int", "float", "None"}:
-        if "float" in kinds and number:
-            return None
-        if "int" in kinds and number and isinstance(v, int):
-            return None
-        what = "an integer" if "float" not in kinds else "a number"
-        return f"{name} must be {what}, got {v!r}."
-    return None
-
-
-def check_types(values: dict, annotations: dict[str, str], where: str) -> None:
-    """ValueError naming the first value that is not of its field's numeric type (a typo such
-    as ``width: five`` or ``train_limit: 1.5`` would only fail deep inside the trial)."""
-    for k, v in values.items():
-        why = _type_error(k, annotations[k], v) if k in annotations else None
-        if why:
-            raise ValueError(f"{where}: {why}")
 
 
 def check_model_kwargs(tcfg: dict, where: str) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..registry import Registry
+
 __all__ = ["KINDS", "Trial", "TrialKind", "get_kind", "kind_names", "register_kind"]
 
 
@@ -43,18 +45,20 @@ class TrialKind:
         return (Path(trial.dir) / self.final_file).is_file()
 
 
-KINDS: dict[str, TrialKind] = {}
+KINDS: Registry[TrialKind] = Registry(
+    "sweep kind", unknown="unknown {what} {name!r}; one of {names}."
+)
 
 
 def register_kind(kind: TrialKind, *, replace: bool = False) -> TrialKind:
     """Add a kind of trial (``kind.run``/``row`` must be picklable for Ray). A name that is
-    already registered is an error unless ``replace``."""
+    already registered is an error unless ``replace`` (the same kind again too: a second
+    ``register_kind`` of one name is always a mistake in a sweep module)."""
     if kind.name in KINDS and not replace:
         raise ValueError(
             f"a sweep kind {kind.name!r} is already registered; pass replace=True to replace it."
         )
-    KINDS[kind.name] = kind
-    return kind
+    return KINDS.add(kind.name, kind, replace=replace)
 
 
 def _builtin() -> None:
@@ -63,12 +67,12 @@ def _builtin() -> None:
 
 
 def kind_names() -> list[str]:
+    """Registered kind names, in registration order (built-ins first)."""
     _builtin()
-    return list(KINDS)
+    return KINDS.names()
 
 
 def get_kind(name: str) -> TrialKind:
+    """The kind; ValueError listing the registered kinds when ``name`` is unknown."""
     _builtin()
-    if name not in KINDS:
-        raise ValueError(f"unknown sweep kind {name!r}; one of {', '.join(KINDS)}.")
-    return KINDS[name]
+    return KINDS.get(name)

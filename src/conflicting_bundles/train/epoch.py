@@ -97,7 +97,7 @@ def run_epoch(state: TrainState, best: dict) -> tuple[dict, bool]:
         correct += n_correct
         seen += n_batch
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%")
     bar.close()
     # Each rank's BatchNorm running statistics saw only its slices: use rank 0's everywhere
     # (they are the ones checkpointed), so evaluation and measurement agree on every rank.

@@ -8,8 +8,7 @@ import torch
 
 from .. import runs
 from ..data import iterate, load_dataset
-from ..measurespec import MeasureSpec
-from ..metric import Criterion, conflict_margin
+from ..measurespec import LayerResult, MeasureSpec
 from ..probes import Probe, resolve_points
 from .components import resolve_device, split_validation, w_max
 from .config import TrainConfig
@@ -45,20 +44,27 @@ def measure_run(
     ds, _ = split_validation(ds, cfg.val_split, cfg.val_seed)  # as training measured
     x, y = next(iterate(ds, n_samples, shuffle=False, augment=False, device=dev))  # (N, ...)
     spec = MeasureSpec.from_config(cfg, n_samples=len(y), criterion=criterion, kind=kind)
-    crit = Criterion.parse(spec.criterion)
     points = resolve_points(model, None, spec.kind)
     points = points if all_layers else points[-1:]
-    w = w_max(model)
-    results = spec.run(model, x, y, points, num_classes=ds.num_classes, w_max=w)
-    margins: dict[str, float] = {}
-    if margin:
-        # One more forward; each activation is reduced to its margin at once, so memory stays
-        # at one layer's activations however deep the model is.
-        def on_act(name: str, a: torch.Tensor) -> None:
-            margins[name] = conflict_margin(a, y, w_max=w, lr=spec.lr, batch_size=spec.batch_size)
+    spec = spec.replace(w_max=w_max(model))
+    # One forward; each activation is reduced to its per-layer report at once (the function
+    # the lesion signals and prune's conflict scorer use), so memory stays at one layer's
+    # activations however deep the model is.
+    results: dict[str, LayerResult] = {}
 
+    def on_act(name: str, a: torch.Tensor) -> None:
+        results[name] = spec.layer_stats(a, y, num_classes=ds.num_classes, name=name, margin=margin)
+
+    was_training = model.training
+    model.eval()
+    try:
         with torch.no_grad(), Probe(model, points, on_activation=on_act):
             model(x)
+    finally:
+        model.train(was_training)
+    missed = [p.name for p in points if p.name not in results]
+    if missed:
+        raise RuntimeError(f"probe points {', '.join(missed)} were never reached in the forward.")
     rows = [
         {
             "checkpoint": checkpoint,
@@ -67,15 +73,15 @@ def measure_run(
             "num_bundles": r.num_bundles,
             "entropy": r.entropy,
             "conflicting": r.conflicting,
-            "margin": margins.get(r.name),
+            "margin": r.margin,
             "num_samples": r.num_samples,
             "dim": r.dim,
-            "criterion": crit.name,
-            "w_max": w,
+            "criterion": r.criterion,
+            "w_max": r.w_max,
             "lr": spec.lr,
             "batch_size": spec.batch_size,
         }
-        for r in results
+        for r in (results[p.name] for p in points)
     ]
     if write:
         runs.write_csv(run_dir / runs.MEASURE_CSV, rows)

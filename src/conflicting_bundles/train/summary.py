@@ -103,14 +103,15 @@ def log(config: TrainConfig, text: str) -> None:
 
 
 def epoch_line(row: dict, epochs: int) -> str:
-    """'epoch   3/10  loss ...  acc ...  val ...  test ...  bundles ...  w_max ...  1.2s'."""
+    """'epoch   3/10  loss ...  acc 91.20%  val ...  test ...  bundles ...  w_max ...  1.2s'
+    (accuracies are fractions in the row, shown in %)."""
     parts = [f"epoch {row['epoch']:>3}/{epochs}"]
     if row.get("train_loss") is not None:
-        parts.append(f"loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}")
+        parts.append(f"loss {row['train_loss']:.4f}  acc {100 * row['train_acc']:.2f}%")
     if row.get("val_acc") is not None:
-        parts.append(f"val {row['val_acc']:.4f}")
+        parts.append(f"val {100 * row['val_acc']:.2f}%")
     if row.get("test_acc") is not None:
-        parts.append(f"test {row['test_acc']:.4f}")
+        parts.append(f"test {100 * row['test_acc']:.2f}%")
     if row.get("num_bundles") is not None:
         parts.append(f"bundles {row['num_bundles']}  H {row['bundle_entropy']:.4f}")
     parts.append(f"w_max {row['w_max']:.4g}")
