@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         ),
         samples: int = typer.Option(512, help="First N non-augmented training samples."),
         criterion: str = typer.Option(
-            None, help="reference, raw, coarse:K, tol:G or rel:R (default: the run's)."
+            None, help="reference, raw, coarse:K, tol:G, rel:R or calibrated (default: the run's)."
         ),
         checkpoint: str = typer.Option("last", help="last, best, or an epoch number."),
         kind: str = typer.Option(

@@ -166,7 +166,9 @@ def register(app: typer.Typer) -> None:
         criterion: str = typer.Option(
             None,
             "--criterion",
-            help="Conflict criterion: reference, coarse:K, tol:G, rel:R" + P("criterion") + ".",
+            help="Conflict criterion: reference, raw, coarse:K, tol:G, rel:R or calibrated"
+            + P("criterion")
+            + ".",
         ),
         test_limit: int | None = typer.Option(
             None, "--test-limit", min=1, help="Evaluate on the first N test samples only."
