@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from conflicting_bundles import runs
-from conflicting_bundles.report import build_report, pct, plot_curves, short_count, write_html
+from conflicting_bundles.report import (
+    build_report,
+    fmt_column,
+    html_table,
+    pct,
+    plot_curves,
+    short_count,
+    write_html,
+)
 from conflicting_bundles.report_kinds import detect_kind
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -353,3 +361,14 @@ def test_folders_written_in_percent_still_report_the_same_figures(tmp_path):
     )  # fmt: skip
     text = build_report(g).read_text()
     assert "20.0% with vs 61.0% without" in text and "88.6%" in text
+
+
+def test_tables_show_fractions_in_percent_and_points():
+    assert fmt_column("test_acc", 0.655) == "65.5%" and fmt_column("accuracy", 1.0) == "100.0%"
+    assert fmt_column("test_acc_mean", 0.9) == "90.0%"
+    assert fmt_column("single_harm", 0.0125) == "1.25 pts"
+    assert fmt_column("test_acc_std", 0.004) == "0.40 pts"
+    assert fmt_column("train_loss", 0.655) == "0.655"  # a loss, not an accuracy
+    assert fmt_column("test_acc", None) == "" and fmt_column("test_acc", "n/a") == "n/a"
+    table = html_table([{"block": "a.0", "single_acc": 0.5, "single_harm": 0.25}])
+    assert "<td>50.0%</td>" in table and "<td>25.00 pts</td>" in table

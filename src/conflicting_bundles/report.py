@@ -53,6 +53,23 @@ def fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+# Columns that hold an accuracy (a fraction) or an accuracy difference (lesion harm / loss):
+# tables show them in % and points, the files keep fractions.
+_ACC_SUFFIXES = ("_acc", "_acc_mean", "accuracy")
+_PTS_COLUMNS = {"single_harm", "loss_mean", "joint_loss", "tolerance"}
+
+
+def fmt_column(column: str, v) -> str:
+    """A table cell by its column: accuracies as "65.5%", accuracy differences as "1.25 pts"
+    (both stored as fractions), the ``*_acc_std`` of a mean in points, anything else fmt(v)."""
+    number = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    if number and column.endswith(_ACC_SUFFIXES):
+        return pct(v)
+    if number and (column in _PTS_COLUMNS or column.endswith(("_acc_std", "_harm_mean"))):
+        return f"{100 * v:.2f} pts"
+    return fmt(v)
+
+
 def pct(value, percent: bool = False) -> str:
     """An accuracy as "65.5%": ``value`` is a fraction unless ``percent`` (a *_pct field)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
@@ -103,7 +120,7 @@ def print_table(
     for c in columns:
         t.add_column(c, justify="right", overflow="fold")
     for r in rows:
-        t.add_row(*(fmt(r.get(c)) for c in columns))
+        t.add_row(*(fmt_column(c, r.get(c)) for c in columns))
     console.print(t)
 
 
@@ -166,10 +183,14 @@ details{margin-top:2em} summary{cursor:pointer;font-weight:600}
 _TALL_ROWS = 25  # tables with more rows than this scroll vertically too
 
 
-def _cell(v) -> str:
-    """A table cell: numbers right-aligned, text left-aligned."""
-    num = isinstance(v, (int, float)) or v is None
-    return f"<td>{html.escape(fmt(v))}</td>" if num else f"<td class=t>{html.escape(fmt(v))}</td>"
+def _cell(column: str, v) -> str:
+    """A table cell (fmt_column): numbers right-aligned, text left-aligned."""
+    text = html.escape(fmt_column(column, v))
+    return (
+        f"<td>{text}</td>"
+        if isinstance(v, (int, float)) or v is None
+        else f"<td class=t>{text}</td>"
+    )
 
 
 def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
@@ -178,7 +199,7 @@ def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> st
         return "<p class=note>(no rows)</p>"
     columns = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_cell(c, r.get(c)) for c in columns) + "</tr>" for r in rows)
     cls = "scroll tall" if len(rows) > _TALL_ROWS else "scroll"
     return f'<div class="{cls}"><table><tr>{head}</tr>{body}</table></div>'
 
