@@ -197,7 +197,8 @@ def _lesion(d: Path) -> tuple[str, list[Path]]:
     removable = (
         f"even 1 random block costs more than {tol} pts on average"
         if rem.get("k") == 0
-        else f"{rem.get('k', '?')} random blocks can go without losing more than {tol} pts"
+        else f"{rem.get('k', '?')} random block{'' if rem.get('k') == 1 else 's'} can go "
+        f"without losing more than {tol} pts"
     )
     answer = (
         f"The {crit} criterion flags {c.get('num_flagged', '?')} of {s.get('num_blocks', '?')} "

@@ -251,6 +251,14 @@ def _headline(s: dict) -> str:
             f"Evaluation accuracy {pct(s['quality_before']['accuracy'])} -> {pct(q['accuracy'])}."
         )
     lines.append(f"Output cosine to the full model: {q['cosine_to_full']:.4f}.")
+    m = s.get("measure")
+    if s["scorer"] == "conflict" and m:
+        said = {"run": "the run's", "given": "given", "default": "the default"}
+        src = {k: said.get(v, v) for k, v in m["source"].items()}
+        lines.append(
+            f"Conflict scores: {m['criterion']} criterion on {m['n_samples']} samples, lr "
+            f"{m['lr']:g} ({src['lr']}), batch size {m['batch_size']} ({src['batch_size']})."
+        )
     return "\n".join(lines)
 
 
