@@ -77,6 +77,22 @@ def pct(value, percent: bool = False) -> str:
     return f"{value if percent else 100 * value:.1f}%"
 
 
+def acc_text(d: dict, key: str, legacy: str | None = None) -> str:
+    """d[key] (a fraction) formatted as "65.5%"; folders written before accuracies were
+    fractions everywhere hold percent in d[key + '_pct'] (or d[legacy])."""
+    old = d.get(legacy or f"{key}_pct")
+    if d.get(key) is None and old is not None:
+        return pct(old, percent=True)
+    return pct(d.get(key))
+
+
+def points(d: dict, key: str) -> float | None:
+    """An accuracy difference in points: 100 * d[key] (a fraction), or a legacy d[key+'_pts']."""
+    if d.get(key) is None:
+        return d.get(f"{key}_pts")
+    return 100 * d[key]
+
+
 def short_count(n) -> str:
     """84211 -> "84k", 1_200_000 -> "1.2M"."""
     if not isinstance(n, (int, float)):

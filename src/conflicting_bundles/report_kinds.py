@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report import duration, fmt, pct, plot_curves, short_count
+from .report import acc_text, duration, fmt, pct, plot_curves, points, short_count
 from .runs import read_csv
 
 __all__ = ["RunReport", "describe_run", "detect_kind"]
@@ -36,22 +36,6 @@ class RunReport:
 
 
 # ------------------------------------------------------------------------------- formatting
-def _acc(d: dict, key: str, legacy: str | None = None) -> str:
-    """d[key] (a fraction) formatted as "65.5%"; folders written before accuracies were
-    fractions everywhere hold percent in d[key + '_pct'] (or d[legacy])."""
-    old = d.get(legacy or f"{key}_pct")
-    if d.get(key) is None and old is not None:
-        return pct(old, percent=True)
-    return pct(d.get(key))
-
-
-def _points(d: dict, key: str) -> float | None:
-    """An accuracy difference in points: 100 * d[key] (a fraction), or a legacy d[key+'_pts']."""
-    if d.get(key) is None:
-        return d.get(f"{key}_pts")
-    return 100 * d[key]
-
-
 def _num(v) -> str:
     return f"{v:.1f}" if isinstance(v, (int, float)) else "n/a"
 
@@ -101,7 +85,8 @@ def _train(d: Path) -> tuple[str, list[Path]]:
     else:
         status = s.get("status", "completed")
         answer = (
-            f"{_acc(s, 'test_acc')} test accuracy (best {_acc(s, 'best_test_acc')} at epoch "
+            f"{acc_text(s, 'test_acc')} test accuracy (best {acc_text(s, 'best_test_acc')} at "
+            "epoch "
             f"{s.get('best_epoch', '?')}), {short_count(s.get('params'))} parameters; "
             f"{s.get('epochs_completed', '?')} epochs in "
             f"{duration(next((s[k] for k in _TIME_KEYS if s.get(k) is not None), None))}"
@@ -166,7 +151,7 @@ def _autotune(d: Path) -> tuple[str, list[Path]]:
     answer = (
         f"{n(start)} -> {n(final)} blocks{stages}, "
         f"{short_count(c0.get('params'))} -> {short_count(c1.get('params'))} parameters, "
-        f"{_acc(s, 'test_acc')} test accuracy"
+        f"{acc_text(s, 'test_acc')} test accuracy"
     )
     b0, b1 = c0.get("latency_ms_b64"), c1.get("latency_ms_b64")
     if isinstance(b0, (int, float)) and isinstance(b1, (int, float)) and b1 > 0:
@@ -187,13 +172,13 @@ def _lesion(d: Path) -> tuple[str, list[Path]]:
     what = (
         f"Run: lesion study of {s.get('run_dir', '?')} ({_model_text(model) if model else '?'} "
         f"on {s.get('dataset', '?')}), {s.get('num_test_samples', '?')} test samples, tolerance "
-        f"{fmt(_points(s, 'tolerance'))} pts."
+        f"{fmt(points(s, 'tolerance'))} pts."
     )
-    harm = {g: _points({"h": v}, "h") for g, v in c.get("single_harm_mean", {}).items()}
+    harm = {g: points({"h": v}, "h") for g, v in c.get("single_harm_mean", {}).items()}
     if not harm:  # a folder from before fractions everywhere
         harm = c.get("single_harm_pts_mean", {})
     rem = s.get("removable_all_blocks", {})
-    tol = fmt(_points(s, "tolerance"))
+    tol = fmt(points(s, "tolerance"))
     removable = (
         f"even 1 random block costs more than {tol} pts on average"
         if rem.get("k") == 0
@@ -202,7 +187,7 @@ def _lesion(d: Path) -> tuple[str, list[Path]]:
     )
     answer = (
         f"The {crit} criterion flags {c.get('num_flagged', '?')} of {s.get('num_blocks', '?')} "
-        f"blocks. Base {_acc(s, 'base_test_acc')} test accuracy; {removable}."
+        f"blocks. Base {acc_text(s, 'base_test_acc')} test accuracy; {removable}."
     )
     answer += (
         "\nMean harm of removing one block (accuracy pts): "
@@ -232,11 +217,11 @@ def _grid(d: Path) -> tuple[str, list[Path]]:
     answer = (
         f"{s.get('num_conflicting', '?')} of {s.get('num_finished', '?')} nets end with "
         f"conflicting bundles (last hidden layer); mean test accuracy "
-        f"{_acc(s, 'mean_test_acc_conflicting', 'mean_test_acc_pct_conflicting')} with vs "
-        f"{_acc(s, 'mean_test_acc_not_conflicting', 'mean_test_acc_pct_not_conflicting')} "
+        f"{acc_text(s, 'mean_test_acc_conflicting', 'mean_test_acc_pct_conflicting')} with vs "
+        f"{acc_text(s, 'mean_test_acc_not_conflicting', 'mean_test_acc_pct_not_conflicting')} "
         "without. Best net: "
         f"width "
-        f"{best.get('width')}, depth {best.get('depth')}, {_acc(best, 'test_acc')}."
+        f"{best.get('width')}, depth {best.get('depth')}, {acc_text(best, 'test_acc')}."
     )
     first = s.get("first_conflicting_depth_by_width")
     if first:
@@ -297,7 +282,8 @@ def _prune(d: Path) -> tuple[str, list[Path]]:
         lines.append(
             f"{len(blocks)} -> {len(blocks) - len(removed)} blocks, "
             f"{short_count(s.get('params_before'))} -> {short_count(s.get('params_after'))} "
-            f"parameters, accuracy {_acc(s, 'accuracy_before')} -> {_acc(s, 'accuracy_after')}"
+            f"parameters, accuracy {acc_text(s, 'accuracy_before')} -> "
+            f"{acc_text(s, 'accuracy_after')}"
             f"{speed}; removed {', '.join(map(str, removed)) or 'nothing'}."
         )
     elif (d / "compare.csv").is_file():
@@ -347,12 +333,12 @@ def _search(d: Path) -> tuple[str, list[Path]]:
         lines.append(
             f"Best by validation accuracy: {b.get('method')} -> size {b.get('size')}, "
             f"{short_count(b.get('start_params'))} -> {short_count(b.get('params'))} parameters, "
-            f"{_acc(b, 'test_acc')} test accuracy, {b.get('epochs')} epochs."
+            f"{acc_text(b, 'test_acc')} test accuracy, {b.get('epochs')} epochs."
         )
     for r in results:
         lines.append(
             f"{r.get('method')}: size {r.get('size')}, {short_count(r.get('params'))} "
-            f"parameters, {_acc(r, 'test_acc')} test, {duration(r.get('wall_s'))}."
+            f"parameters, {acc_text(r, 'test_acc')} test, {duration(r.get('wall_s'))}."
         )
     return "\n".join(lines), sorted(d.glob("search_*.png"))
 
