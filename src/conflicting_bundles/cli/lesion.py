@@ -117,11 +117,7 @@ def register(app: typer.Typer) -> None:
                 tolerance=tolerance,
                 test_limit=test_limit,
             )
-            values = {**file, **cli}
-            for key in ("criteria", "flag_criteria"):  # a file holds lists
-                if key in values:
-                    values[key] = tuple(values[key])
-            cfg = LesionConfig(**values)
+            cfg = LesionConfig(**{**file, **cli})  # it makes tuples of a file's lists
             if print_config_:
                 print_config(asdict(cfg))
             run_dir = final_run_dir(run_dir)  # an auto-tune folder: its final step

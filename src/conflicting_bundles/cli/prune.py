@@ -227,9 +227,6 @@ def register(app: typer.Typer) -> None:
             random_repeats=random_repeats,
         )  # fmt: skip
         values = {**file, **cli}
-        for key in ("input_size", "scorers"):  # a file holds lists
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
         if values.get("model") is None:
             raise error("give the model to prune: --model SPEC (or `model:` in --config).")
         if values.get("scorer", "conflict") not in list_scorers():

@@ -12,6 +12,7 @@ from ..console import escape, make_console, set_progress
 from ..data import DatasetError
 from ..runs import RunDirError, load_config
 from ..train import OPTIMIZERS, TrainConfig, train
+from . import common
 from .common import (
     CONFIG_HELP,
     FNN_MODELS,
@@ -218,7 +219,7 @@ def register(app: typer.Typer) -> None:
             "val_seed": val_seed,
             "test_eval": test_eval,
         }
-        given = {k: v for k, v in fields.items() if v is not None}
+        given = common.given(**fields)
         file = config_values(config, TrainConfig)
         file_kw = file.pop("model_kwargs", None) or {}
         try:

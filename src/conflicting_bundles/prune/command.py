@@ -78,6 +78,11 @@ class PruneConfig:
     scorers: tuple[str, ...] = SCORERS
     random_repeats: int = 5
 
+    def __post_init__(self) -> None:  # a config file holds lists where the fields are tuples
+        if self.input_size is not None:
+            self.input_size = tuple(self.input_size)
+        self.scorers = tuple(self.scorers)
+
     def measure_spec(self) -> tuple[MeasureSpec, dict[str, str]]:
         """(the conflict scorer's measurement context, where lr and batch size come from):
         a run directory's lr / batch size / probe kind (MeasureSpec.from_run; an auto-tune
