@@ -91,7 +91,9 @@ def main(argv=None) -> int:
         random_repeats=args.random_repeats,
         seed=args.seed,
     )
-    rows = run_compare(cfg, progress=lambda m: print(m, flush=True))
+    rows = run_compare(
+        cfg, progress=lambda m: print(m, flush=True), force=True
+    )  # a rerun replaces it
     print(f"compare: {len(rows)} rows -> {out / 'compare'}")
 
     # Real removal: parameters and forward time of the pruned nets.

@@ -141,6 +141,10 @@ def test_train_config_json_of_a_run_reproduces_it(tmp_path):
     assert r.exit_code == 0, r.output
     stored = json.loads((out / "config.json").read_text())
     again = printed("train", "--config", str(out / "config.json"), "--out", str(tmp_path / "r2"))
+    # in_shape/num_classes are the dataset's: train() fills them in again, so the file also
+    # works with another dataset (tests/test_config_values.py)
+    derived = {k: stored["model_kwargs"].pop(k) for k in ("in_shape", "num_classes")}
+    assert derived == {"in_shape": [1, 28, 28], "num_classes": 10}
     assert {**again, "out": stored["out"]} == stored
 
 

@@ -50,3 +50,15 @@ def test_train_meter_and_measure_run_use_the_same_context(tmp_path, tiny_config)
     ]
     assert rows[0]["lr"] == 3e-3 and rows[0]["batch_size"] == 16
     assert spec.replace(lr=1.0).to_dict()["lr"] == 1.0 and res.status == "completed"
+
+
+def test_measure_run_lr_and_batch_size_overrides(tmp_path, tiny_config):
+    out = tmp_path / "r"
+    train(tiny_config(out, epochs=1, lr=3e-3, batch_size=16))
+    at_run = measure_run(out, n_samples=64, write=False)
+    given = measure_run(out, n_samples=64, write=False, lr=3e-2)
+    assert at_run[0]["lr_source"] == "run" and given[0]["lr_source"] == "given"
+    assert given[0]["lr"] == 3e-2 and given[0]["batch_size_source"] == "run"
+    # the margin is in units of the resolution q = ulp(w_max) * bs / lr: 10x the lr, 10x it
+    for a, b in zip(at_run, given, strict=True):
+        assert b["margin"] == pytest.approx(10 * a["margin"], rel=1e-6)

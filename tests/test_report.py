@@ -245,7 +245,14 @@ def _search_dir(d: Path) -> Path:
         {"method": "fixed", "size": 2, "params": 20000, "start_params": 84235,
          "val_acc": 0.5, "test_acc": 0.49, "epochs": 5, "wall_s": 30.0},
     ]  # fmt: skip
-    start = {"label": "fnn 25x100", "dataset": "mnist", "seed": 0, "budget": {"epochs": 5}}
+    start = {
+        "family": "fnn",
+        "width": 25,
+        "depth": 100,
+        "dataset": "mnist",
+        "seed": 0,
+        "budget": {"epochs": 5},
+    }  # search.json holds the fields of the start, no label
     runs.write_json(d / "search.json", {"start": start, "results": res})
     runs.write_csv(d / "search.csv", res)
     _png(d / "search_cost.png")
@@ -261,14 +268,24 @@ KINDS = {
             "flags 3 of 24 blocks",
             "94.2% test accuracy",
             "coarse:16: 11",
-            "tolerance 1 pts",
+            "tolerance 1 point.",
+            "more than 1 point",
             "conflicting 0.5",
         ],
     ),
     "grid": (_grid_dir, ["1 of 4 nets", "20.0% with vs 61.0% without", "88.6%"]),
     "sweep": (_sweep_dir, ["2 of 2 trials completed", "test_acc 90.0% ± 1.0"]),
     "prune-compare": (_prune_dir, ["Unpruned 95.0%", "conflict 1, random 0"]),
-    "search": (_search_dir, ["validation accuracy: autotune", "84k -> 47k", "65.5% test"]),
+    "search": (
+        _search_dir,
+        [
+            "search from fnn 100x25 on mnist",
+            "validation accuracy: autotune",
+            "84k -> 47k",
+            "65.5% test",
+            "5 epochs.",
+        ],
+    ),
 }
 
 
@@ -350,7 +367,7 @@ def test_folders_written_in_percent_still_report_the_same_figures(tmp_path):
         },
     )
     text = build_report(old).read_text()
-    assert "94.2% test accuracy" in text and "tolerance 1 pts" in text
+    assert "94.2% test accuracy" in text and "tolerance 1 point." in text
     assert "conflicting 0.5" in text
     g = tmp_path / "grid"
     g.mkdir()
@@ -371,4 +388,5 @@ def test_tables_show_fractions_in_percent_and_points():
     assert fmt_column("train_loss", 0.655) == "0.655"  # a loss, not an accuracy
     assert fmt_column("test_acc", None) == "" and fmt_column("test_acc", "n/a") == "n/a"
     table = html_table([{"block": "a.0", "single_acc": 0.5, "single_harm": 0.25}])
-    assert "<td>50.0%</td>" in table and "<td>25.00 pts</td>" in table
+    assert "<td>50.00%</td>" in table and "<td>25.00 pts</td>" in table  # one style per table
+    assert "<td>50.0%</td>" in html_table([{"block": "a.0", "test_acc": 0.5}])

@@ -129,10 +129,13 @@ def test_lesion_seed_repeats_training_and_lesion_draws(tmp_path):
         (SweepSpec("autotune", {"train": TINY}, {"variant": ["x"]}), "variant must be one of"),
         (SweepSpec("lesion", {}), "exactly one of `run`"),
         (SweepSpec("lesion", {"run": "/nonexistent"}), "holds no training run"),
-        (SweepSpec("train", dict(TINY), {"model_kwargs": [3]}), "model_kwargs must be a dict"),
+        (SweepSpec("train", dict(TINY), {"model_kwargs": [3]}), "model_kwargs must be a mapping"),
         (SweepSpec("train", dict(TINY), {"width": ["five"]}), "width must be an integer"),
         (SweepSpec("train", dict(TINY), {"train_limit": [1.5]}), "train_limit must be an int"),
-        (SweepSpec("train", dict(TINY), {"lr": ["abc"]}), "lr must be a number, got 'abc'"),
+        (
+            SweepSpec("train", dict(TINY), {"lr": ["abc"]}),
+            "lr must be a number, got the string 'abc'",
+        ),
     ],
 )
 def test_plan_refuses_bad_trials_before_running(spec, match):

@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +43,73 @@ class ConfigFileError(ValueError):
     """A config file that cannot be read or does not fit its config class."""
 
 
+MAX_VALUES = 10_000  # a config has ~100 fields; more means YAML aliases expanding (a bomb)
+
+
+def _size_ok(data, limit: int = MAX_VALUES) -> bool:
+    """Whether ``data`` holds at most ``limit`` values counted as expanded (YAML aliases share
+    objects: a 1.6 KB file can stand for billions of values, or for a cycle)."""
+    stack, seen = [data], 0
+    while stack:
+        x = stack.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return True
+
+
+def _yaml_load(text: str):
+    """yaml.safe_load, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in keys:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {key!r} is given twice (lines {keys[key] + 1} and "
+                        f"{key_node.start_mark.line + 1}); keep one",
+                        key_node.start_mark,
+                    )
+                keys[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_config_file(path: str | os.PathLike) -> dict:
-    """The mapping in a YAML (.yaml/.yml) or JSON file; a results file with a ``config`` mapping
-    (autotune.json, lesion_summary.json, ...) gives that mapping. ConfigFileError otherwise."""
+    """The mapping in a YAML (.yaml/.yml) or JSON file ("-": YAML/JSON from stdin); a results
+    file with a ``config`` mapping (autotune.json, lesion_summary.json, ...) gives that mapping.
+    ConfigFileError otherwise."""
     import yaml
 
     p = Path(path)
-    if p.is_dir():
+    if str(path) == "-":
+        text = sys.stdin.read()
+    elif p.is_dir():
         raise ConfigFileError(
             f"--config {p} is a directory; pass the file inside it (a training run's "
             "config.json, or autotune.json / grid_summary.json / lesion_summary.json / "
             "prune.json / search.json)."
         )
+    else:
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ConfigFileError(f"config file {p} does not exist.") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigFileError(f"cannot read config file {p}: {e}.") from None
     try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigFileError(f"config file {p} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigFileError(f"cannot read config file {p}: {e}.") from None
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix == ".json" else _yaml_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         kind = "JSON" if p.suffix == ".json" else "YAML"
         raise ConfigFileError(f"{p} is not valid {kind}: {e}") from None
@@ -73,12 +121,29 @@ def read_config_file(path: str | os.PathLike) -> dict:
         )
     embedded = data.get(EMBEDDED_KEY)
     # No config class has a field named "config": a mapping there is an embedded config.
-    return embedded if isinstance(embedded, dict) else data
+    config = embedded if isinstance(embedded, dict) else data
+    if not _size_ok(config):  # results files are large; only their config is checked
+        raise ConfigFileError(
+            f"{p} expands to more than {MAX_VALUES} values (YAML aliases *name repeating "
+            "anchors &name, or a cycle); a config file is a small mapping of fields: write "
+            "the values out."
+        )
+    return config
 
 
-def _suggest(key: str, valid: list[str]) -> str:
+def _suggest(key: str, valid: list[str], renamed: dict[str, str] | None = None) -> str:
+    if renamed and key in renamed:
+        return f" (did you mean {renamed[key]!r}?)"
     close = difflib.get_close_matches(key, valid, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _placement(key: str, nested: dict[str, type]) -> str:
+    """' (it belongs under train:)' when ``key`` is a field of a nested section."""
+    for section, sub in nested.items():
+        if key in {f.name for f in dataclasses.fields(sub)}:
+            return f" ({key} is a {sub.__name__} field: put it under {section}:)"
+    return ""
 
 
 def check_fields(
@@ -89,30 +154,35 @@ def check_fields(
     nested: dict[str, type] | None = None,
     extra: tuple[str, ...] = (),
     hint: str = "",
-) -> None:
-    """ConfigFileError for a key that is not a field of dataclass ``cls`` (or of the dataclass
-    ``nested[key]`` for a mapping-valued field, e.g. {"train": TrainConfig}); ``extra`` keys
-    are allowed besides the fields; ``hint`` ends the message. Numeric and bool fields are
-    type-checked (check_types)."""
+    renamed: dict[str, str] | None = None,
+) -> dict:
+    """``values`` checked against dataclass ``cls``: ConfigFileError for a key that is not one
+    of its fields (nor of the dataclass ``nested[key]`` for a mapping-valued field, e.g.
+    {"train": TrainConfig}) and for a value that does not fit its field's type; returns the
+    values converted (check_types). ``extra`` keys are allowed besides the fields; ``renamed``
+    maps old or mistaken names to the field meant ({"blocks": "block_regex"}); ``hint`` ends
+    the message."""
+    nested = nested or {}
     valid = [f.name for f in dataclasses.fields(cls)] + list(extra)
     hint = hint or _hint(cls)
     for key in values:
         if key not in valid:
+            guess = _placement(key, nested) or _suggest(key, valid, renamed)
             raise ConfigFileError(
-                f"{where}: unknown field {key!r}{_suggest(key, valid)}; valid fields: "
-                f"{', '.join(valid)}.{hint}"
+                f"{where}: unknown field {key!r}{guess}; valid fields: {', '.join(valid)}.{hint}"
             )
     annotations = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     try:
-        check_types(values, annotations, where)
+        values = check_types(values, annotations, where)
     except ValueError as e:
         raise ConfigFileError(str(e)) from None
-    for key, sub in (nested or {}).items():
+    for key, sub in nested.items():
         if values.get(key) is None:
             continue
         if not isinstance(values[key], dict):
             raise ConfigFileError(f"{where}: {key} must be a mapping of {sub.__name__} fields.")
-        check_fields(values[key], sub, f"{where} ({key})", hint=_hint(sub))
+        values[key] = check_fields(values[key], sub, f"{where} ({key})", hint=_hint(sub))
+    return values
 
 
 def _hint(cls: type) -> str:
@@ -121,31 +191,20 @@ def _hint(cls: type) -> str:
     return ""
 
 
-def _type_error(name: str, annotation: str, v) -> str | None:
-    """Why ``v`` does not fit a field annotated ``annotation`` (int / float / bool fields)."""
-    kinds = {a.strip() for a in str(annotation).split("|")}
-    if v is None and "None" in kinds:
-        return None
-    number = not isinstance(v, bool) and isinstance(v, (int, float))
-    if kinds & {"int", "float"} and not kinds - {"int", "float", "None"}:
-        if "float" in kinds and number:
-            return None
-        if "int" in kinds and number and isinstance(v, int):
-            return None
-        what = "an integer" if "float" not in kinds else "a number"
-        return f"{name} must be {what}, got {v!r}."
-    if kinds == {"bool"} and not isinstance(v, bool):
-        return f"{name} must be true or false, got {v!r}."
-    return None
+def check_types(values: dict, annotations: dict[str, str], where: str) -> dict:
+    """``values`` with each one checked against (and converted to) its field's annotation
+    (configtypes.coerce_value); ValueError "WHERE: FIELD must be ..." for the first that does
+    not fit (``width: five`` or ``train_limit: 1.5`` would only fail deep inside a run)."""
+    from .configtypes import coerce_value
 
-
-def check_types(values: dict, annotations: dict[str, str], where: str) -> None:
-    """ValueError naming the first value that is not of its field's type (a typo such as
-    ``width: five`` or ``train_limit: 1.5`` would only fail deep inside a run)."""
+    out = dict(values)
     for k, v in values.items():
-        why = _type_error(k, annotations[k], v) if k in annotations else None
-        if why:
-            raise ValueError(f"{where}: {why}")
+        if k in annotations:
+            try:
+                out[k] = coerce_value(k, annotations[k], v)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+    return out
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -10,8 +10,10 @@ untruncated tables when piped, markup-safe printing of user text (paths, names).
 
 ``progress_enabled()``: False when ``TQDM_DISABLE`` is set to anything but "" / "0" / "false",
 else the value given to :func:`set_progress` (the CLI's ``--progress/--no-progress``), else
-whether stderr (where tqdm draws) is a terminal. Long commands print exactly one plain line per
-epoch when bars are off (train's lines start with ``epoch ``, so ``grep '^epoch'`` finds them).
+whether stderr (where tqdm draws) is a terminal. Every bar (train, autotune, search, lesion,
+grid) is drawn only when it is True. Long commands print exactly one plain line per epoch when
+bars are off (train's lines start with ``epoch ``, so ``grep '^epoch'`` finds them); grid prints
+one ``grid cell i/n ...`` line per finished cell instead of its bar.
 """
 
 from __future__ import annotations

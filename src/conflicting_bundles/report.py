@@ -22,9 +22,11 @@ from rich.table import Table
 from .runs import atomic_write_text
 
 __all__ = [
+    "acc_text",
     "build_report",
     "duration",
     "fmt",
+    "fmt_column",
     "html_figures",
     "html_headline",
     "html_image",
@@ -32,8 +34,11 @@ __all__ = [
     "html_table",
     "pct",
     "plot_curves",
+    "plural",
+    "points",
     "print_table",
     "short_count",
+    "table_decimals",
     "write_html",
 ]
 
@@ -57,24 +62,34 @@ def fmt(v) -> str:
 # tables show them in % and points, the files keep fractions.
 _ACC_SUFFIXES = ("_acc", "_acc_mean", "accuracy")
 _PTS_COLUMNS = {"single_harm", "loss_mean", "joint_loss", "tolerance"}
+_PTS_SUFFIXES = ("_acc_std", "_harm_mean")
 
 
-def fmt_column(column: str, v) -> str:
+def table_decimals(columns: Iterable[str]) -> int | None:
+    """Decimals of the % and points of one table: 2 when it shows accuracy differences in
+    points (so that accuracies and their differences read alike), else None (the defaults:
+    accuracies "65.5%")."""
+    return 2 if any(c in _PTS_COLUMNS or c.endswith(_PTS_SUFFIXES) for c in columns) else None
+
+
+def fmt_column(column: str, v, decimals: int | None = None) -> str:
     """A table cell by its column: accuracies as "65.5%", accuracy differences as "1.25 pts"
-    (both stored as fractions), the ``*_acc_std`` of a mean in points, anything else fmt(v)."""
+    (both stored as fractions), the ``*_acc_std`` of a mean in points, anything else fmt(v).
+    decimals: of both % and points (default: 1 for %, 2 for points)."""
     number = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
     if number and column.endswith(_ACC_SUFFIXES):
-        return pct(v)
-    if number and (column in _PTS_COLUMNS or column.endswith(("_acc_std", "_harm_mean"))):
-        return f"{100 * v:.2f} pts"
+        return pct(v, decimals=1 if decimals is None else decimals)
+    if number and (column in _PTS_COLUMNS or column.endswith(_PTS_SUFFIXES)):
+        return f"{100 * v:.{2 if decimals is None else decimals}f} pts"
     return fmt(v)
 
 
-def pct(value, percent: bool = False) -> str:
-    """An accuracy as "65.5%": ``value`` is a fraction unless ``percent`` (a *_pct field)."""
+def pct(value, percent: bool = False, decimals: int = 1) -> str:
+    """An accuracy as "65.5%" (no space; ``decimals`` after the point): ``value`` is a
+    fraction unless ``percent`` (a *_pct field)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
         return "n/a"
-    return f"{value if percent else 100 * value:.1f}%"
+    return f"{value if percent else 100 * value:.{decimals}f}%"
 
 
 def acc_text(d: dict, key: str, legacy: str | None = None) -> str:
@@ -84,6 +99,13 @@ def acc_text(d: dict, key: str, legacy: str | None = None) -> str:
     if d.get(key) is None and old is not None:
         return pct(old, percent=True)
     return pct(d.get(key))
+
+
+def plural(n, word: str) -> str:
+    """ "1 epoch", "2 epochs", "0.5 points": ``n`` (a number or its text, "?" when None)
+    shown as given, the word in the plural unless ``n`` is 1."""
+    n = "?" if n is None else n
+    return f"{n} {word}" + ("" if str(n) == "1" else "s")
 
 
 def points(d: dict, key: str) -> float | None:
@@ -123,7 +145,8 @@ def print_table(
     title: str = "",
     console: Console | None = None,
 ) -> None:
-    """A rich table of dict rows in the terminal. Cells never end in "…": on a narrow terminal
+    """A rich table of dict rows in the terminal, cells by :func:`fmt_column` (one number of
+    decimals per table: :func:`table_decimals`). Cells never end in "…": on a narrow terminal
     they fold onto more lines, and piped output is as wide as the table needs."""
     from .console import make_console
 
@@ -135,8 +158,9 @@ def print_table(
     t = Table(title=title or None)
     for c in columns:
         t.add_column(c, justify="right", overflow="fold")
+    dec = table_decimals(columns)
     for r in rows:
-        t.add_row(*(fmt_column(c, r.get(c)) for c in columns))
+        t.add_row(*(fmt_column(c, r.get(c), dec) for c in columns))
     console.print(t)
 
 
@@ -199,9 +223,9 @@ details{margin-top:2em} summary{cursor:pointer;font-weight:600}
 _TALL_ROWS = 25  # tables with more rows than this scroll vertically too
 
 
-def _cell(column: str, v) -> str:
+def _cell(column: str, v, decimals: int | None = None) -> str:
     """A table cell (fmt_column): numbers right-aligned, text left-aligned."""
-    text = html.escape(fmt_column(column, v))
+    text = html.escape(fmt_column(column, v, decimals))
     return (
         f"<td>{text}</td>"
         if isinstance(v, (int, float)) or v is None
@@ -215,7 +239,10 @@ def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> st
         return "<p class=note>(no rows)</p>"
     columns = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_cell(c, r.get(c)) for c in columns) + "</tr>" for r in rows)
+    dec = table_decimals(columns)
+    body = "".join(
+        "<tr>" + "".join(_cell(c, r.get(c), dec) for c in columns) + "</tr>" for r in rows
+    )
     cls = "scroll tall" if len(rows) > _TALL_ROWS else "scroll"
     return f'<div class="{cls}"><table><tr>{head}</tr>{body}</table></div>'
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report import acc_text, duration, fmt, pct, plot_curves, points, short_count
+from .report import acc_text, duration, fmt, pct, plot_curves, plural, points, short_count
 from .runs import read_csv
 
 __all__ = ["RunReport", "describe_run", "detect_kind"]
@@ -47,10 +47,6 @@ def _mean_std(metric: str, mean, std) -> str:
     return f"{fmt(mean)} ± {fmt(std)}"
 
 
-def _plural(n, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _json(p: Path) -> dict:
     try:
         obj = json.loads(p.read_text())
@@ -62,7 +58,7 @@ def _json(p: Path) -> dict:
 def _model_text(arch: dict) -> str:
     name = arch.get("name", "?")
     if "blocks" in arch:
-        return f"{name} {arch['blocks']} ({sum(arch['blocks'])} blocks)"
+        return f"{name} {arch['blocks']} ({plural(sum(arch['blocks']), 'block')})"
     if "depth" in arch:
         return f"{name} (width {arch.get('width')}, depth {arch.get('depth')})"
     return str(name)
@@ -75,7 +71,7 @@ def _train(d: Path) -> tuple[str, list[Path]]:
     model = _model_text(arch) if arch else str(s.get("model", cfg.get("model", "?")))
     dataset = s.get("dataset", cfg.get("dataset", "?"))
     what = (
-        f"Run: train {model} on {dataset}, {s.get('epochs', cfg.get('epochs', '?'))} epochs, "
+        f"Run: train {model} on {dataset}, {plural(s.get('epochs', cfg.get('epochs')), 'epoch')}, "
         f"criterion {s.get('criterion', cfg.get('criterion', 'reference'))}"
         + (f", optimizer {cfg['optimizer']}" if cfg.get("optimizer") else "")
         + "."
@@ -88,7 +84,7 @@ def _train(d: Path) -> tuple[str, list[Path]]:
             f"{acc_text(s, 'test_acc')} test accuracy (best {acc_text(s, 'best_test_acc')} at "
             "epoch "
             f"{s.get('best_epoch', '?')}), {short_count(s.get('params'))} parameters; "
-            f"{s.get('epochs_completed', '?')} epochs in "
+            f"{plural(s.get('epochs_completed'), 'epoch')} in "
             f"{duration(next((s[k] for k in _TIME_KEYS if s.get(k) is not None), None))}"
             + ("" if status == "completed" else f" (status: {status})")
             + "."
@@ -157,7 +153,7 @@ def _autotune(d: Path) -> tuple[str, list[Path]]:
     if isinstance(b0, (int, float)) and isinstance(b1, (int, float)) and b1 > 0:
         answer += f", {b0 / b1:.1f}x faster at batch 64 ({b0:.3g} -> {b1:.3g} ms)"
     answer += (
-        f"; {_plural(s.get('num_prunes'), 'prune')}, {_plural(s.get('total_epochs'), 'epoch')} in "
+        f"; {plural(s.get('num_prunes'), 'prune')}, {plural(s.get('total_epochs'), 'epoch')} in "
         f"{duration(s.get('wall_time_s'))}."
     )
     plots = [d / f for f in ("depth.png", "accuracy.png", "prune_entropy.png")]
@@ -169,28 +165,28 @@ def _lesion(d: Path) -> tuple[str, list[Path]]:
     crit = s.get("primary_criterion", "reference")
     c = s.get("by_criterion", {}).get(crit, {})
     model = s.get("model", {})
+    tol = plural(fmt(points(s, "tolerance")), "point")
     what = (
         f"Run: lesion study of {s.get('run_dir', '?')} ({_model_text(model) if model else '?'} "
         f"on {s.get('dataset', '?')}), {s.get('num_test_samples', '?')} test samples, tolerance "
-        f"{fmt(points(s, 'tolerance'))} pts."
+        f"{tol}."
     )
     harm = {g: points({"h": v}, "h") for g, v in c.get("single_harm_mean", {}).items()}
     if not harm:  # a folder from before fractions everywhere
         harm = c.get("single_harm_pts_mean", {})
     rem = s.get("removable_all_blocks", {})
-    tol = fmt(points(s, "tolerance"))
     removable = (
-        f"even 1 random block costs more than {tol} pts on average"
+        f"even 1 random block costs more than {tol} on average"
         if rem.get("k") == 0
         else f"{rem.get('k', '?')} random block{'' if rem.get('k') == 1 else 's'} can go "
-        f"without losing more than {tol} pts"
+        f"without losing more than {tol}"
     )
     answer = (
         f"The {crit} criterion flags {c.get('num_flagged', '?')} of {s.get('num_blocks', '?')} "
         f"blocks. Base {acc_text(s, 'base_test_acc')} test accuracy; {removable}."
     )
     answer += (
-        "\nMean harm of removing one block (accuracy pts): "
+        "\nMean harm of removing one block (accuracy points): "
         + ", ".join(f"{g} {_num(harm.get(g))}" for g in harm)
         + "."
     )
@@ -199,7 +195,7 @@ def _lesion(d: Path) -> tuple[str, list[Path]]:
     others = {k: v.get("num_flagged") for k, v in s.get("by_criterion", {}).items() if k != crit}
     if others:
         answer += "\nOther criteria (named options) flag: " + ", ".join(
-            f"{k}: {v} blocks" for k, v in others.items()
+            f"{k}: {plural(v, 'block')}" for k, v in others.items()
         )
     plots = [d / "lesion.png", d / "lesion_single.png"]
     return f"{what}\n{answer}", plots
@@ -211,7 +207,7 @@ def _grid(d: Path) -> tuple[str, list[Path]]:
     best = s.get("best") or {}
     what = (
         f"Run: width x depth grid of FNNs on {cfg.get('dataset', '?')}, widths "
-        f"{cfg.get('widths')} x depths {cfg.get('depths')}, {cfg.get('epochs', '?')} epochs "
+        f"{cfg.get('widths')} x depths {cfg.get('depths')}, {plural(cfg.get('epochs'), 'epoch')} "
         f"each, criterion {cfg.get('criterion', 'reference')}."
     )
     answer = (
@@ -229,7 +225,7 @@ def _grid(d: Path) -> tuple[str, list[Path]]:
             f"{w}: {'none' if v is None else v}" for w, v in first.items()
         )
     if s.get("errors"):
-        answer += f"\n{len(s['errors'])} cells failed (see raw JSON)."
+        answer += f"\n{plural(len(s['errors']), 'cell')} failed (see raw JSON)."
     return f"{what}\n{answer}", [d / "grid.png"]
 
 
@@ -312,7 +308,7 @@ def _prune(d: Path) -> tuple[str, list[Path]]:
         kmid = kmax // 2
         if kmid:
             lines.append(
-                f"Test accuracy after removing {kmid} blocks: "
+                f"Test accuracy after removing {plural(kmid, 'block')}: "
                 + ", ".join(f"{sc} {pct(mean[(sc, kmid)])}" for sc in scorers if (sc, kmid) in mean)
                 + " (random: mean over its repeats)."
             )
@@ -323,9 +319,11 @@ def _search(d: Path) -> tuple[str, list[Path]]:
     s = _json(d / "search.json")
     start, results = s.get("start", {}), s.get("results", [])
     budget = start.get("budget", {})
+    from .search.records import start_label  # search.json holds the start's fields, no label
+
     lines = [
-        f"Run: search from {start.get('label', '?')} on {start.get('dataset', '?')}, seed "
-        f"{start.get('seed', '?')}, {budget.get('epochs', '?')} epochs per training."
+        f"Run: search from {start_label(start)} on {start.get('dataset', '?')}, seed "
+        f"{start.get('seed', '?')}, {plural(budget.get('epochs'), 'epoch')} per training."
     ]
     scored = [r for r in results if isinstance(r.get("val_acc"), (int, float))]
     if scored:
@@ -333,7 +331,7 @@ def _search(d: Path) -> tuple[str, list[Path]]:
         lines.append(
             f"Best by validation accuracy: {b.get('method')} -> size {b.get('size')}, "
             f"{short_count(b.get('start_params'))} -> {short_count(b.get('params'))} parameters, "
-            f"{acc_text(b, 'test_acc')} test accuracy, {b.get('epochs')} epochs."
+            f"{acc_text(b, 'test_acc')} test accuracy, {plural(b.get('epochs'), 'epoch')}."
         )
     for r in results:
         lines.append(

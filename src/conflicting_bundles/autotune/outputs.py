@@ -13,7 +13,7 @@ from rich.markup import escape
 from .. import runs
 from ..cost import cost_report
 from ..models import create_model
-from ..report import pct, plot_curves, print_table
+from ..report import duration, pct, plot_curves, plural, print_table
 from ..train import TrainConfig
 from .config import AutotuneConfig
 from .state import PRUNE_CSV, STEPS_CSV, STEPS_JSON, SUMMARY, SearchState, arch_blocks
@@ -125,8 +125,8 @@ def finish(
     )
     lead = "[red]the search stopped: a step diverged[/]; " if status == "diverged" else ""
     console.print(
-        f"{lead}final blocks {summary['final_blocks']}, test acc {pct(summary['test_acc'])}, "
-        f"{summary['total_epochs']} epochs, {summary['wall_time_s']:.0f} s; "
+        f"{lead}final blocks {summary['final_blocks']}, test accuracy {pct(summary['test_acc'])}, "
+        f"{plural(summary['total_epochs'], 'epoch')}, {duration(summary['wall_time_s'])}; "
         f"report: {escape(str(out / 'report.html'))}"
     )
     return AutotuneResult(

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from .. import distributed, runs
 from ..models import create_model
+from ..report import plural
 from ..train import TrainConfig, summarize, train
 from .check import CHECKS, DECISION, DECISION_STATE, ConflictCheck
 from .config import AutotuneConfig
@@ -99,7 +100,7 @@ def run_step(
     offset = st.warm.offset if st.warm else 0
     console.print(
         f"[bold]auto-tune step {k}[/]: blocks {arch_blocks(st.arch)}"
-        + (f" (warm, {offset} epochs carried)" if st.warm else "")
+        + (f" (warm, {plural(offset, 'epoch')} carried)" if st.warm else "")
     )
     if distributed.is_main():
         repaired = repair_step(step_dir)

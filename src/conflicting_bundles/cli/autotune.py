@@ -13,12 +13,13 @@ from ..data import DatasetError
 from ..runs import RunDirError
 from ..train import OPTIMIZERS, TrainConfig
 from .common import (
-    CONFIG_HELP,
     CONV_MODELS,
     PRINT_CONFIG_HELP,
+    config_help,
     config_values,
     default,
     error,
+    file_model_kwargs,
     given,
     model_kwargs,
     os_error_message,
@@ -26,6 +27,18 @@ from .common import (
 )
 
 PAPER_START = "3,12,41,3"  # the paper's plain-120 / resnet-120 start (docs/method.md §5)
+STEP_OUT = "steps/step_NNN"  # each step's training run, inside the search's --out
+
+
+def _check_train_out(value: str | None, config) -> None:
+    """A file's train.out can only be what the search sets it to: every step trains in
+    OUT/steps/step_NNN."""
+    if value is None or value == TrainConfig.out or value.endswith(STEP_OUT):
+        return
+    raise error(
+        f"{config} (train): out {value!r} is not used by autotune: every step trains in "
+        f"OUT/{STEP_OUT}. Set the search's folder with the top-level out: or --out."
+    )
 
 
 def T(name: str) -> str:
@@ -39,7 +52,12 @@ def A(name: str) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("autotune")
     def autotune_cmd(
-        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        config: Path = typer.Option(
+            None,
+            "--config",
+            "-c",
+            help=config_help("autotune", "its autotune.json (the training recipe under train:)"),
+        ),
         print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         dataset: str = typer.Option(
             None,
@@ -75,7 +93,9 @@ def register(app: typer.Typer) -> None:
         ),
         criterion: str = typer.Option(
             None,
-            help="reference (the paper's, default), raw, coarse:K, tol:G, rel:R or calibrated.",
+            help="The search's decision criterion: reference (the paper's, default), raw, "
+            "coarse:K, tol:G, rel:R or calibrated (train.criterion in a file: what each "
+            "step's training run logs per epoch).",
         ),
         seed: int = typer.Option(
             None, help="Seed of weights, data order and augmentation" + T("seed") + "."
@@ -119,14 +139,18 @@ def register(app: typer.Typer) -> None:
         Settings: the AutotuneConfig/TrainConfig defaults, then --config FILE (an
         AutotuneConfig mapping with the training recipe under `train`), then these options.
 
-        Example: cbundles autotune --dataset cifar10 --model plain --start-blocks 3,12,41,3
-        --epochs 120 --check-epochs 10 --samples 64 --variant all --seed 0 --out runs/at0
+        Example:
+
+          cbundles autotune -d cifar10 -m plain --start-blocks 3,12,41,3 \\
+            --epochs 120 --check-epochs 10 --samples 64 --out runs/at0
         """
         from ..autotune import AutotuneConfig, SearchDidNotConverge, autotune
 
         file = config_values(config, AutotuneConfig, nested={"train": TrainConfig})
         file_train = dict(file.pop("train", None) or {})
-        file_kw = file_train.pop("model_kwargs", None) or {}
+        file_kw = file_model_kwargs(file_train, model, f"{config} (train)") if config else {}
+        file_train.pop("model_kwargs", None)
+        _check_train_out(file_train.pop("out", None), config)
         model = model or file_train.get("model") or TrainConfig.model
         if model in CONV_MODELS and start_blocks is None and layers is None:
             if not ({"blocks", "layers"} & set(file_kw)):
@@ -159,10 +183,15 @@ def register(app: typer.Typer) -> None:
             samples=samples,
             criterion=criterion,
         )
+        # A file's samples sets the steps' per-epoch measurement too, as --samples does,
+        # unless its train section names measure_samples.
+        if "samples" in file and "measure_samples" not in file_train:
+            train_given.setdefault("measure_samples", file["samples"])
         train_cfg = {**file_train, **train_given, "model": model, "model_kwargs": kw}
         try:
             train_cfg = TrainConfig.from_dict(train_cfg).to_dict()  # every field resolved
             cfg = AutotuneConfig.from_dict({**file, **search_given, "train": train_cfg})
+            cfg.train["out"] = str(Path(cfg.out) / STEP_OUT)  # where each step trains
             if print_config_:
                 TrainConfig.from_dict(cfg.train).validate()
                 print_config(cfg.to_dict())

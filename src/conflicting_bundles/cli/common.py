@@ -112,10 +112,14 @@ def model_kwargs(model, width, depth, blocks, layers, width_mult, args, base=Non
 
 
 # ------------------------------------------------------------------------- config files
-CONFIG_HELP = (
-    "YAML/JSON file of config fields (what --print-config prints, or a finished run's "
-    "config.json / autotune.json / ...); options given here override it."
-)
+def config_help(command: str, results: str) -> str:
+    """The --config help of ``cbundles COMMAND``, naming the results file it also reads."""
+    return (
+        f"YAML/JSON file of `{command}` fields: what `cbundles {command} --print-config` "
+        f"prints, or {results} of an earlier {command}. Options given here override it."
+    )
+
+
 PRINT_CONFIG_HELP = "Print the resolved config as YAML and exit without running (validate only)."
 
 
@@ -131,18 +135,64 @@ def default(cls, name: str) -> str:
     return f" (default {v})"
 
 
-def config_values(path, cls, *, nested=None, extra=()) -> dict:
-    """The fields of config file ``path`` (None: {}), checked against dataclass ``cls``."""
+def config_values(path, cls, *, nested=None, extra=(), renamed=None) -> dict:
+    """The fields of config file ``path`` (None: {}), checked against dataclass ``cls`` and
+    converted to their types (configfile.check_fields)."""
     from ..configfile import ConfigFileError, check_fields, read_config_file
 
     if path is None:
         return {}
     try:
         values = read_config_file(path)
-        check_fields(values, cls, str(path), nested=nested, extra=extra)
+        return check_fields(values, cls, str(path), nested=nested, extra=extra, renamed=renamed)
     except ConfigFileError as e:
         raise error(str(e)) from None
-    return values
+
+
+def check_names(dataset: str | None = None, device: str | None = None) -> None:
+    """ValueError for an unknown dataset or device name (--print-config catches a typo)."""
+    from ..data import dataset_info
+    from ..train.config import check_device_name
+
+    if dataset is not None:
+        dataset_info(dataset)
+    if device is not None:
+        check_device_name(device)
+
+
+def file_model_kwargs(file: dict, model: str | None, where: str) -> dict:
+    """A config file's ``model_kwargs`` for the run's ``model``: {} when the command line names
+    another model than the one the file names (its arguments belong to that model); without
+    the in_shape/num_classes a run's config.json records when they are its own dataset's
+    (they are filled in again from the dataset, so the file works with another one); checked
+    against the model's arguments (an unknown one or a wrong type is an error here)."""
+    from ..data import DatasetError, dataset_info
+    from ..factory import is_factory_path
+    from ..models import check_model_kwargs
+
+    kw = file.get("model_kwargs") or {}
+    named = file.get("model")
+    if model is not None and named is not None and model != named:
+        return {}
+    model = model or named or "fnn"
+    if not isinstance(kw, dict):
+        raise error(f"{where}: model_kwargs must be a mapping (width: 8, ...), got {kw!r}.")
+    try:
+        info = dataset_info(file.get("dataset", "mnist"))
+        own = {"in_shape": list(info.in_shape), "num_classes": info.num_classes}
+    except (DatasetError, ValueError, KeyError):
+        own = {}
+    kw = {k: v for k, v in kw.items() if not (k in own and _same(v, own[k]))}
+    if is_factory_path(model):
+        return kw
+    try:
+        return check_model_kwargs(model, kw)
+    except ValueError as e:
+        raise error(f"{where}: {e}") from None
+
+
+def _same(a, b) -> bool:
+    return list(a) == list(b) if isinstance(a, (list, tuple)) else a == b
 
 
 def print_config(values: dict) -> NoReturn:

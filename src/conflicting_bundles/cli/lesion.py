@@ -13,8 +13,9 @@ from ..data import DatasetError
 from ..grid.cells import GridConfig
 from ..runs import RunDirError
 from .common import (
-    CONFIG_HELP,
     PRINT_CONFIG_HELP,
+    check_names,
+    config_help,
     config_values,
     default,
     error,
@@ -45,7 +46,9 @@ def register(app: typer.Typer) -> None:
             ...,
             help="A run directory (cbundles train), or an auto-tune folder (its final step).",
         ),
-        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        config: Path = typer.Option(
+            None, "--config", "-c", help=config_help("lesion", "its lesion_summary.json")
+        ),
         print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         repeats: int = typer.Option(
             None, help="Random lesion sets per k and group" + L("repeats") + "."
@@ -97,7 +100,9 @@ def register(app: typer.Typer) -> None:
 
         Settings: the LesionConfig defaults, then --config FILE, then the options given here.
 
-        Example: cbundles lesion runs/resnet50 --repeats 15 --samples 64 --test-limit 2000
+        Example:
+
+          cbundles lesion runs/resnet50 --repeats 15 --samples 64 --test-limit 2000
         """
         from ..autotune import final_run_dir
         from ..lesion import LesionConfig, lesion_run
@@ -148,7 +153,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("grid")
     def grid_cmd(
-        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        config: Path = typer.Option(
+            None, "--config", "-c", help=config_help("grid", "its grid_summary.json")
+        ),
         print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         widths: str = typer.Option(
             None, help="Hidden-layer widths, comma-separated" + G("widths") + "."
@@ -201,8 +208,10 @@ def register(app: typer.Typer) -> None:
         and the conflict boundary; resumable (finished cells are not retrained). Exits 1 when a
         cell failed. Settings: the GridConfig defaults, then --config FILE, then these options.
 
-        Example: cbundles grid --widths 5,10,25,50,100 --depths 1,2,5,10,20,50,100
-        --dataset mnist --epochs 5 --out runs/grid
+        Example:
+
+          cbundles grid --widths 5,10,25,50,100 --depths 1,2,5,10,20,50,100 \\
+            --dataset mnist --epochs 5 --out runs/grid
         """
         from ..grid import parse_ints, run_grid
 
@@ -228,6 +237,7 @@ def register(app: typer.Typer) -> None:
                 keep_checkpoints=keep_checkpoints,
             )
             cfg = GridConfig(**{**file, **cli})
+            check_names(cfg.dataset)
             if print_config_:
                 print_config(asdict(cfg))
             res = run_grid(cfg, progress=not quiet)

@@ -38,18 +38,28 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(None, help="Data directory (default: the run's)."),
         device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda or cuda:N."),
         threads: int = typer.Option(None, help="torch threads."),
+        lr: float = typer.Option(
+            None, help="Measure as if trained at this learning rate (default: the run's)."
+        ),
+        batch_size: int = typer.Option(
+            None, help="Measure as if trained at this batch size (default: the run's)."
+        ),
         factory: str = typer.Option(
             None,
             help="For a run trained with a user model factory: its import path "
             "package.module:function (never taken from the run directory).",
         ),
         write: bool = typer.Option(
-            True, "--write/--no-write", help="Write measure.csv into RUN_DIR (default: yes)."
+            True,
+            "--write/--no-write",
+            help="Write measure.csv into RUN_DIR (default yes).",
+            show_default=False,
         ),
     ) -> None:
         """Bundle metrics and conflict margin of each layer of a trained run.
 
-        Uses the run's lr, batch size and the checkpoint's w_max; writes measure.csv in RUN_DIR.
+        Uses the run's lr and batch size (or --lr / --batch-size) and the checkpoint's w_max;
+        writes measure.csv in RUN_DIR.
         The table is printed first, so nothing is lost when RUN_DIR is not writable.
         """
         import torch
@@ -72,13 +82,17 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 write=False,
                 factory=factory,
+                lr=lr,
+                batch_size=batch_size,
             )
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e
         r0 = rows[0]
         table = Table(
             title=f"{escape(str(run_dir))} checkpoint {escape(checkpoint)} (epoch {r0['epoch']}):"
-            f" {r0['num_samples']} samples, criterion {r0['criterion']}, w_max {r0['w_max']:.4g}"
+            f" {r0['num_samples']} samples, criterion {r0['criterion']}, w_max {r0['w_max']:.4g},"
+            f" lr {r0['lr']:g} ({r0['lr_source']}), batch {r0['batch_size']}"
+            f" ({r0['batch_size_source']})"
         )
         for col in ("layer", "num_bundles", "entropy", "conflicting", "margin"):
             justify = "left" if col == "layer" else "right"

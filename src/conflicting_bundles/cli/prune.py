@@ -7,18 +7,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from ..console import escape
+from ..console import escape, make_console
 from ..prune.command import PruneConfig, run_compare, run_prune
+from ..prune.config import RENAMED_FIELDS
+from ..prune.outputs import PRUNE_FILES, compare_headline
 from ..prune.scorers import list_scorers
 from ..report import pct
-from ..rundir import check_writable
 from ..train import resolve_device
 from .common import (
-    CONFIG_HELP,
     PRINT_CONFIG_HELP,
+    config_help,
     config_values,
     default,
     error,
@@ -68,15 +68,6 @@ def _kwargs(text: str | None) -> dict:
     return d
 
 
-def _drop_if_empty(out: Path, created: bool) -> None:
-    """Remove ``out`` after a failure when this command created it and left it empty."""
-    if created:
-        try:
-            out.rmdir()
-        except OSError:
-            pass
-
-
 def register(app: typer.Typer) -> None:
     @app.command("prune")
     def prune(
@@ -86,7 +77,9 @@ def register(app: typer.Typer) -> None:
             help="Import path (torchvision.models:resnet18), timm:NAME, hf:PATH, run "
             "directory, pruned directory, state-dict file (with --arch), or registered model.",
         ),
-        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        config: Path = typer.Option(
+            None, "--config", "-c", help=config_help("prune", "its prune.json")
+        ),
         print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         dataset: str | None = typer.Option(
             None, "--dataset", help="Image dataset name (see `cbundles datasets`)."
@@ -148,7 +141,8 @@ def register(app: typer.Typer) -> None:
             "--samples",
             "--n-samples",
             min=1,
-            help="Training samples to score on (default: conflict 64, others 256).",
+            help="Training samples to score on (default: conflict and loss 64, the others "
+            "256; random and reverse-order read none).",
         ),
         lr: float = typer.Option(
             None,
@@ -205,13 +199,20 @@ def register(app: typer.Typer) -> None:
             min=1,
             help="--compare: seeds of the random scorer" + P("random_repeats") + ".",
         ),
+        force: bool = typer.Option(
+            False,
+            "--force",
+            help="Replace the prune results already in --out (only prune's own files: "
+            + ", ".join(PRUNE_FILES)
+            + ").",
+        ),
     ) -> None:
         """Depth-prune any model: score its removable blocks and delete the most removable.
 
         Settings: the PruneConfig defaults, then --config FILE, then the options given here.
         """
-        console = Console(stderr=True)
-        file = config_values(config, PruneConfig)
+        console = make_console(stderr=True)
+        file = config_values(config, PruneConfig, renamed=RENAMED_FIELDS)
         cli = given(
             model=model, dataset=dataset, text=None if text is None else str(text), arch=arch,
             model_kwargs=None if model_kwargs is None else _kwargs(model_kwargs),
@@ -240,32 +241,28 @@ def register(app: typer.Typer) -> None:
         except (TypeError, ValueError) as exc:
             raise error(str(exc)) from exc
         try:
-            device = str(resolve_device(cfg.device))
+            resolve_device(cfg.device)  # run_prune resolves it again and records the result
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--device") from exc
         if print_config_:
-            print_config(asdict(cfg))  # as given (device "auto" stays "auto")
-        cfg.device = device
+            print_config(asdict(cfg))  # as given, reusable as --config ("auto" stays "auto")
         out = Path(cfg.out)
         compare = cfg.compare
-        say = lambda m: console.print(m, highlight=False)  # noqa: E731
-        new_out = not out.exists()
-        try:
-            check_writable(out)  # a read-only or full --out is reported before any scoring
+        say = lambda m: console.print(escape(m), highlight=False)  # noqa: E731
+        try:  # the output folder is locked and checked (writable, no old results) first
             if compare:
-                rows = run_compare(cfg, say)
+                rows = run_compare(cfg, say, force=force)
             else:
-                summary = run_prune(cfg, say)
+                summary = run_prune(cfg, say, force=force)
         except (ValueError, TypeError, FileNotFoundError, RuntimeError, KeyError) as exc:
-            _drop_if_empty(out, new_out)
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
         except OSError as exc:  # read-only or full disk while writing the results
-            _drop_if_empty(out, new_out)
             console.print(f"[red]error:[/red] {escape(os_error_message(exc))}", highlight=False)
             raise typer.Exit(1) from exc
         if compare:
-            table = Table(title=f"test accuracy after removing k blocks ({out}/compare.csv)")
+            where = escape(f"{out}/compare.csv")
+            table = Table(title=f"test accuracy after removing k blocks ({where})")
             for col in ("scorer", "seed", "k", "accuracy", "params"):
                 table.add_column(col)
             for r in rows:
@@ -273,22 +270,26 @@ def register(app: typer.Typer) -> None:
                     r["scorer"], str(r["seed"]), str(r["k"]), pct(r["accuracy"]),
                     str(r["num_params"]),
                 )  # fmt: skip
-            Console().print(table)
+            make_console().print(table)
+            make_console().print(escape(compare_headline(rows, cfg.max_remove)), highlight=False)
             return
         s = summary
-        table = Table(title=f"blocks by {cfg.scorer} ({out}/scores.csv)")
+        table = Table(title=f"blocks by {cfg.scorer} ({escape(str(out))}/scores.csv)")
         for col in ("block", "score", "rank", "removed"):
             table.add_column(col)
         order = sorted(s["scores"], key=lambda n: -s["scores"][n])
         for name in s["blocks"]:
             table.add_row(
-                name, f"{s['scores'].get(name, float('nan')):.6g}",
+                escape(name), f"{s['scores'].get(name, float('nan')):.6g}",
                 str(order.index(name) + 1) if name in order else "-",
                 "yes" if name in s["removed"] else "",
             )  # fmt: skip
-        Console().print(table)
-        Console().print(
-            s["headline"] + f"\nsaved to {out}/ (model.pt, pruned.json, prune.json, scores.csv, "
-            "scores.png, report.html)",
+        make_console().print(table)
+        saved = "model.pt, pruned.json, " + ("hf/, " if (out / "hf").is_dir() else "")
+        make_console().print(
+            escape(
+                s["headline"] + f"\nsaved to {out}/ ({saved}prune.json, scores.csv, "
+                "scores.png, report.html)"
+            ),
             highlight=False,
         )

@@ -7,12 +7,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..console import make_console
 from ..data import DatasetError
 from ..runs import RunDirError
 from ..search.records import CONV_START, FNN_START, VAL_SPLIT_DEFAULTS, Budget, SearchStart
 from .common import (
-    CONFIG_HELP,
     PRINT_CONFIG_HELP,
+    check_names,
+    config_help,
     config_values,
     default,
     error,
@@ -26,6 +28,7 @@ DEFAULT_METHODS = (
     "autotune,autotune-warm,autotune-calibrated,oracle-depth,naswot,conflict-at-init,fixed,random"
 )
 EXTRA_KEYS = ("methods", "out")  # config-file keys besides the SearchStart fields
+RENAMED = {"model": "family", "layers": "blocks"}  # what other commands call these
 DEFAULT_OUT = "runs/search"
 
 
@@ -71,7 +74,9 @@ def resolve_start(file: dict, cli: dict, budget_cli: dict) -> dict:
 def register(app: typer.Typer) -> None:
     @app.command("search")
     def search_cmd(
-        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        config: Path = typer.Option(
+            None, "--config", "-c", help=config_help("search", "its search.json")
+        ),
         print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         dataset: str = typer.Option(
             None, "--dataset", "-d", help="A name of `cbundles datasets`" + S("dataset") + "."
@@ -91,7 +96,9 @@ def register(app: typer.Typer) -> None:
             f"{','.join(map(str, CONV_START['blocks']))}).",
         ),
         width_mult: str = typer.Option(
-            None, help=f"plain/resnet: channel multiplier (default {CONV_START['width_mult']})."
+            None,
+            help=f"plain/resnet: channel multiplier (default {CONV_START['width_mult']}; "
+            "fnn has none).",
         ),
         methods: str = typer.Option(
             None,
@@ -131,12 +138,16 @@ def register(app: typer.Typer) -> None:
         Settings: the SearchStart/Budget defaults, then --config FILE (SearchStart fields, the
         budget under `budget`, plus `methods` and `out`), then these options.
 
-        Example: cbundles search --dataset mnist --model fnn --width 25 --depth 100
-        --methods autotune,autotune-calibrated,fixed --epochs 5 --out runs/search
+        Example:
+
+          cbundles search --dataset mnist --model fnn --width 25 --depth 100 \\
+            --methods autotune,autotune-calibrated,fixed --epochs 5 --out runs/search
         """
         from ..search import print_comparison, run_methods, write_outputs
 
-        file = config_values(config, SearchStart, nested={"budget": Budget}, extra=EXTRA_KEYS)
+        file = config_values(
+            config, SearchStart, nested={"budget": Budget}, extra=EXTRA_KEYS, renamed=RENAMED
+        )
         cli = given(
             family=model,
             width=width,
@@ -160,15 +171,16 @@ def register(app: typer.Typer) -> None:
         )
         specs = _methods(methods if methods is not None else file.get("methods", DEFAULT_METHODS))
         out = Path(out if out is not None else file.get("out", DEFAULT_OUT))
-        console = Console()
+        console = make_console()  # piped: whole names, no wrapping at 80 columns
         try:
+            check_names({**file, **cli}.get("dataset"), {**file, **cli}.get("device"))
             start = SearchStart.from_dict(resolve_start(file, cli, budget_cli))
             if not quiet:
                 start = SearchStart.from_dict({**start.to_dict(), "progress": True})
             resolved = {**start.to_dict(), "methods": specs, "out": str(out)}
             if print_config_:
                 print_config(resolved)
-            results = run_methods(start, specs, out, log=console.print)
+            results = run_methods(start, specs, out, log=lambda t: console.print(t, markup=False))
             report = write_outputs(out, start, results, config=resolved)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e

@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a sweep: one trial per grid point, finished trials skipped (rerun to resume).
 
-        Example: cbundles sweep experiments/sweep_example.yaml --ray-address auto
+        Example:
+
+          cbundles sweep experiments/sweep_example.yaml --ray-address auto
         """
         from ..sweep import load_spec, run_sweep
 

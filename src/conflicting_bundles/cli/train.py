@@ -14,12 +14,13 @@ from ..runs import RunDirError, load_config
 from ..train import OPTIMIZERS, TrainConfig, train
 from . import common
 from .common import (
-    CONFIG_HELP,
     FNN_MODELS,
     PRINT_CONFIG_HELP,
+    config_help,
     config_values,
     default,
     error,
+    file_model_kwargs,
     model_kwargs,
     os_error_message,
     print_config,
@@ -81,7 +82,9 @@ def _default_out(model: str, kw: dict, dataset: str, seed: int) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        config: Path = typer.Option(
+            None, "--config", "-c", help=config_help("train", "a run's config.json")
+        ),
         print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         model: str = typer.Option(
             None,
@@ -182,7 +185,10 @@ def register(app: typer.Typer) -> None:
             help="Progress bars (default: only on a terminal; TQDM_DISABLE=1 turns them off).",
         ),
         report: bool = typer.Option(
-            True, "--report/--no-report", help="Write report.html and plots (default: yes)."
+            True,
+            "--report/--no-report",
+            help="Write report.html and plots (default yes).",
+            show_default=False,
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     ) -> None:
@@ -190,7 +196,9 @@ def register(app: typer.Typer) -> None:
 
         Settings: the TrainConfig defaults, then --config FILE, then the options given here.
 
-        Example: cbundles train --model plain --layers 20 --dataset mnist --epochs 5 --out runs/x
+        Example:
+
+          cbundles train -m plain --layers 20 -d mnist --epochs 5 --out runs/x
         """
         fields = {
             "dataset": dataset,
@@ -221,7 +229,8 @@ def register(app: typer.Typer) -> None:
         }
         given = common.given(**fields)
         file = config_values(config, TrainConfig)
-        file_kw = file.pop("model_kwargs", None) or {}
+        file_kw = file_model_kwargs(file, model, str(config)) if config is not None else {}
+        file.pop("model_kwargs", None)
         try:
             if resume:
                 if out is None:

@@ -102,10 +102,11 @@ def plot_grid(rows: list[dict], path: str | Path, title: str = "") -> Path:
 def print_grid(rows: list[dict], summary: dict, console=None) -> None:
     """The map as a rich table: depth rows x width columns, test accuracy (%), '*' marking a
     conflicting last hidden layer."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from ..console import make_console
+
+    console = console or make_console()
     widths = sorted({r["width"] for r in rows})
     depths = sorted({r["depth"] for r in rows})
     by = {(r["width"], r["depth"]): r for r in rows}

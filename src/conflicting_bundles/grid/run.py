@@ -11,6 +11,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import runs
+from ..console import progress_enabled
+from ..report import pct, plural
 from ..sweep.executors import run_pool
 from .cells import (
     GridConfig,
@@ -84,11 +86,17 @@ def _run(cfg: GridConfig, out: Path, progress: bool, report: bool) -> GridResult
             todo.append(c)
     todo.sort(key=lambda c: -(c[0] * (c[0] * c[1] + 784)))  # largest first: better packing
     workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
-    bar = tqdm(total=len(todo), desc=f"grid cells ({workers} processes)", disable=not progress)
+    bars = progress and progress_enabled()  # a bar on a terminal, else one line per cell
+    desc = f"grid cells ({workers} process{'' if workers == 1 else 'es'})"
+    bar = tqdm(total=len(todo), desc=desc, disable=not bars)
+    finished = []
 
     def done(c, action, error) -> None:  # a failed cell is reported, the grid goes on
         actions[c] = action if error is None else f"error: {type(error).__name__}: {error}"
         bar.update()
+        finished.append(c)
+        if progress and not bars:
+            print(cell_line(out, c, actions[c], len(finished), len(todo)), flush=True)
 
     jobs = [(c, (tcs[c].to_dict(), cfg.samples, cfg.keep_checkpoints)) for c in todo]
     run_pool(cell_job, jobs, workers, done)
@@ -108,7 +116,7 @@ def _run(cfg: GridConfig, out: Path, progress: bool, report: bool) -> GridResult
         rows,
         out / "grid.png",
         title=f"FNN width x depth on {cfg.dataset}, "
-        f"{cfg.epochs} epochs (criterion {cfg.criterion})",
+        f"{plural(cfg.epochs, 'epoch')} (criterion {cfg.criterion})",
     )
     if progress:
         print_grid(rows, summary)
@@ -117,6 +125,19 @@ def _run(cfg: GridConfig, out: Path, progress: bool, report: bool) -> GridResult
 
         build_report(out)
     return GridResult(out, rows, actions, summary)
+
+
+def cell_line(out: Path, cell: tuple[int, int], action: str, n: int, total: int) -> str:
+    """The plain line of a finished cell when no bar is drawn:
+    "grid cell 3/8 w10-d2: trained, test 88.6%, conflicting no" (a failed cell: its error)."""
+    w, d = cell
+    text = f"grid cell {n}/{total} w{w}-d{d}: {action}"
+    try:
+        row = cell_row(cell_dir(out, w, d), w, d)
+    except (OSError, ValueError, KeyError, runs.RunDirError):  # a failed cell: no summary
+        return text
+    conflicting = {True: "yes", False: "no"}.get(row.get("conflicting"), "n/a")
+    return f"{text}, test {pct(row.get('test_acc'))}, conflicting {conflicting}"
 
 
 def summarize_grid(rows: list[dict], cfg: GridConfig, actions: dict) -> dict:

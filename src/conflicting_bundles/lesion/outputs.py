@@ -118,11 +118,12 @@ def plot_lesion(res: LesionResult, out: str | Path) -> None:
 
 def print_lesion(res: LesionResult, console=None) -> None:
     """Rich tables: the blocks, the removable fractions per group, the correlations."""
-    from ..console import make_console
-    from ..report import print_table
+    from ..console import escape, make_console
+    from ..report import fmt, pct, plural, print_table
 
     console = console or make_console()
     s = res.summary
+    tol = plural(fmt(100 * s["tolerance"]), "point")
     crits = list(s["config"]["criteria"])
     rows = []
     for b in res.blocks:
@@ -133,12 +134,12 @@ def print_lesion(res: LesionResult, console=None) -> None:
                 "margin/q": b["margin"],
                 "H ref": b.get("entropy[reference]"),
                 "flagged by": ",".join(c for c in crits if b[f"flag[{c}]"]) or "-",
-                "single acc %": _pts(b["single_acc"]),
-                "harm pts": _pts(b["single_harm"]),
+                "single_acc": b["single_acc"],  # print_table: in % and points
+                "single_harm": b["single_harm"],
             }
         )
     print_table(
-        rows, title=f"Blocks (base test accuracy {100 * res.base_acc:.2f} %)", console=console
+        rows, title=f"Blocks (base test accuracy {pct(res.base_acc, decimals=2)})", console=console
     )
 
     def rem_row(c: str, g: str, r: dict, harm: float | None) -> dict:
@@ -147,8 +148,8 @@ def print_lesion(res: LesionResult, console=None) -> None:
             "group": g,
             "size": r["group_size"],
             "k": r["k"],
-            "% of blocks": 100 * r["fraction_of_blocks"],
-            "mean single harm pts": _pts(harm),
+            "share of blocks": pct(r["fraction_of_blocks"]),
+            "single_harm_mean": harm,
         }
 
     rem = [rem_row(ALL, "all", s["removable_all_blocks"], None)]
@@ -157,7 +158,7 @@ def print_lesion(res: LesionResult, console=None) -> None:
             rem.append(rem_row(c, g, r, d["single_harm_mean"].get(g)))
     print_table(
         rem,
-        title=f"Largest lesion set losing < {100 * s['tolerance']:g} point (mean over sets)",
+        title=f"Largest lesion set losing < {tol} (mean over sets)",
         console=console,
     )
     short = {
@@ -182,17 +183,11 @@ def print_lesion(res: LesionResult, console=None) -> None:
     h = s.get("individually_harmless")
     if h:
         console.print(
-            f"{h['k']} of {s['num_blocks']} blocks each cost < {100 * s['tolerance']:g} point "
-            f"alone; lesioned together: {100 * h['joint_test_acc']:.2f} % "
-            f"({100 * h['joint_loss']:+.2f} pts "
-            "lost)",
+            f"{h['k']} of {plural(s['num_blocks'], 'block')} each cost < {tol} alone; "
+            f"lesioned together: {pct(h['joint_test_acc'], decimals=2)} "
+            f"({100 * h['joint_loss']:.2f} pts lost)",
             highlight=False,
         )
     for c, d in s["by_criterion"].items():
         if d["note"]:
-            console.print(f"[yellow]note[/yellow] ({c}): {d['note']}", highlight=False)
-
-
-def _pts(v: float | None) -> float | None:
-    """A fraction shown in % or accuracy points (x 100); None stays None."""
-    return None if v is None else 100 * v
+            console.print(f"[yellow]note[/yellow] ({c}): {escape(d['note'])}", highlight=False)

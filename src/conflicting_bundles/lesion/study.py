@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..console import progress_enabled
 from ..measurespec import MeasureSpec
 from . import signals
 from .cache import AccuracyCache, fingerprint
@@ -104,7 +105,9 @@ def lesion_study(
     ``cfg.samples`` are measured); test_xy: the preprocessed test set x (M, ...), y (M,).
     spec: the measurement context of the conflict signals (the training lr and batch size set
     the metric's resolution): default ``cfg.measure_spec()`` (cfg's lr / batch size, else 1e-3 /
-    64); lesion_run passes the run's (MeasureSpec.from_run) with cfg's overrides."""
+    64); lesion_run passes the run's (MeasureSpec.from_run) with cfg's overrides.
+    progress: progress bars, drawn only where console.progress_enabled() (a terminal, no
+    --no-progress or TQDM_DISABLE)."""
     _check_inputs(model, train_xy, test_xy, cfg)
     x_tr, y_tr = train_xy[0][: cfg.samples], train_xy[1][: cfg.samples]
     x_te, y_te = test_xy
@@ -128,8 +131,9 @@ def lesion_study(
         return v
 
     base = acc_of([])
+    bars = progress and progress_enabled()  # bars only on a terminal, never when piped
     max_k = min(cfg.max_k or len(lesionable), len(lesionable))
-    for b in tqdm(blocks, desc="single-block lesions", disable=not progress, leave=False):
+    for b in tqdm(blocks, desc="single-block lesions", disable=not bars, leave=False):
         if b["lesionable"]:
             b["single_acc"] = acc_of([b["index"]])
             b["single_harm"] = base - b["single_acc"]
@@ -139,7 +143,7 @@ def lesion_study(
     todo = plans(blocks, lesionable, cfg)
     total = sum(p.max_k(max_k) for p in todo) * cfg.repeats
     curves = []
-    bar = tqdm(total=total, desc="lesion sets", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc="lesion sets", disable=not bars, leave=False)
     for p in todo:
         for k in range(1, p.max_k(max_k) + 1):
             sets, dist = plan_sets(p, k, cfg)

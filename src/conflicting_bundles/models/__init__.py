@@ -16,7 +16,7 @@ from .convnet import (
     scaled_branch,
 )
 from .fnn import FNN, FNNConfig, fnn
-from .registry import create_model, list_models, model_signature, register_model
+from .registry import check_model_kwargs, create_model, list_models, model_signature, register_model
 
 __all__ = [
     "BLOCKS_FOR_LAYERS",
@@ -28,6 +28,7 @@ __all__ = [
     "ConvNetConfig",
     "FNNConfig",
     "blocks_for_layers",
+    "check_model_kwargs",
     "check_size",
     "create_model",
     "fnn",

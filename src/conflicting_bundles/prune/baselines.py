@@ -45,6 +45,8 @@ __all__ = [
 class RandomScorer(Scorer):
     """Uniform [0, 1) per block from a seeded generator, in block order; no forward pass."""
 
+    uses_data = False
+
     def __init__(self, seed: int = 0, n_samples: int = 0, forward_chunk: int | None = None):
         super().__init__(n_samples, forward_chunk)
         self.seed = seed
@@ -61,6 +63,8 @@ class RandomScorer(Scorer):
 @register_scorer("reverse-order")
 class ReverseOrderScorer(Scorer):
     """score = position in forward order (0, 1, ...): the last block is the most removable."""
+
+    uses_data = False
 
     def score(self, model, blocks, batches=None):
         if not blocks:

@@ -40,6 +40,9 @@ from torch import nn
 
 __all__ = ["Block", "find_blocks", "run_model", "default_example", "weight_layers"]
 
+# How the block regex is given: `cbundles prune --block-regex` / find_blocks(blocks=...).
+REGEX_OPTION = "--block-regex, or blocks= in Python"
+
 # Single layers that are never a block on their own.
 _PRIMITIVES = (
     nn.Linear,
@@ -262,19 +265,20 @@ def find_blocks(
         try:
             rx = re.compile(blocks)
         except re.error as e:
-            raise ValueError(f"blocks={blocks!r} is not a valid regex: {e}") from e
+            raise ValueError(f"block regex '{blocks}' is not a valid regex: {e}.") from e
         matched = [n for n, *_ in model.named_modules() if n and rx.fullmatch(n)]
         if not matched:
             sample = ", ".join(n for n, _ in list(model.named_modules())[1:8])
             raise ValueError(
-                f"blocks={blocks!r} matches no module name. Names look like: {sample}, ..."
+                f"block regex '{blocks}' matches no module name (it must match a whole name); "
+                f"names look like: {sample}, ..."
             )
         cands = [
             c for c in cands if rx.fullmatch(c[0]) and _has_params(c[1]) and not _is_primitive(c[1])
         ]
         if not cands:
             raise ValueError(
-                f"blocks={blocks!r} matches {', '.join(matched[:6])}"
+                f"block regex '{blocks}' matches {', '.join(matched[:6])}"
                 f"{', ...' if len(matched) > 6 else ''}"
                 ", but none of them is a multi-layer child of an nn.ModuleList/nn.Sequential, so "
                 "none can be removed by deleting it from its container."
@@ -292,7 +296,7 @@ def find_blocks(
             raise ValueError(
                 f"find_blocks needs example= (one input batch) to check which children of "
                 f"{type(model).__name__}'s ModuleLists/Sequentials preserve the tensor shape; "
-                "or pass blocks= a regex to name the blocks yourself."
+                f"or name the blocks yourself with a regex ({REGEX_OPTION})."
             )
         out = [Block(n, m, cn, i, k) for n, m, cn, i, k in _innermost(cands)]
         return out
@@ -309,8 +313,8 @@ def find_blocks(
             dropped.append(c[0])
     if blocks is not None and dropped:
         warnings.warn(
-            f"blocks={blocks!r}: ignoring {', '.join(dropped)} (output shape differs from input "
-            "shape, so the block cannot be removed without a replacement).",
+            f"block regex '{blocks}': ignoring {', '.join(dropped)} (output shape differs "
+            "from input shape, so the block cannot be removed without a replacement).",
             stacklevel=2,
         )
     keep = sorted(_innermost(keep), key=lambda c: trace[c[0]][0])
@@ -325,6 +329,6 @@ def find_blocks(
         )
         raise ValueError(
             f"no removable block found in {type(model).__name__}: {hint}. Name the blocks with "
-            "blocks= (a regex over module names)."
+            f"a regex over module names ({REGEX_OPTION})."
         )
     return [Block(n, m, cn, i, k) for n, m, cn, i, k in keep]

@@ -79,7 +79,10 @@ def prune_model(
     example = first_inputs(batches)
     if iterative:
         if isinstance(blocks, list):
-            raise ValueError("iterative pruning re-finds blocks: pass blocks= a regex or None.")
+            raise ValueError(
+                "iterative pruning re-finds the blocks after each removal: give a block regex "
+                "(--block-regex, or blocks= in Python) or none, not a list of blocks."
+            )
         it = iterative_prune(model, batches, remove, scorer, example, blocks, scorer_kwargs)
         found = find_blocks(model, example=example, blocks=blocks)
         first = it.steps[0] if it.steps else {b.name: 0.0 for b in found}

@@ -131,6 +131,7 @@ class Scorer:
 
     name: str = ""
     needs_labels: bool = False
+    uses_data: bool = True  # False: scores without running the model (n_samples unused)
 
     def __init__(self, n_samples: int = 256, forward_chunk: int | None = None):
         self.n_samples = n_samples

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import runs
-from ..report import html_image, html_table, print_table, write_html
+from ..report import duration, html_image, html_table, plural, print_table, write_html
 from .plots import scatter
 from .records import RUNTIME_FIELDS, SearchResult, SearchStart
 from .registry import create_search
@@ -80,7 +80,7 @@ def run_methods(
             )
             log(
                 f"  {spec}: size {r.size}, val {_pct(r.val_acc)}, test {_pct(r.test_acc)}, "
-                f"{r.epochs} epochs, {time.perf_counter() - t0:.0f} s"
+                f"{plural(r.epochs, 'epoch')}, {duration(time.perf_counter() - t0)}"
             )
         results.append(r)
     return results
@@ -98,18 +98,18 @@ def headline(start: SearchStart, results: Sequence[SearchResult]) -> str:
     lines.append(
         f"Best by validation accuracy: {best.method} -> size {best.size}, "
         f"{best.params:,} parameters (start {best.start_params:,}), test accuracy "
-        f"{100 * best.test_acc:.1f}%, {best.epochs} epochs."
+        f"{_pct(best.test_acc)}, {plural(best.epochs, 'epoch')}."
     )
     for r in results:
         crit = f" [criterion {r.criterion}]" if r.criterion else ""
         lines.append(
-            f"{r.method}{crit}: size {r.size}, {r.params:,} params, test {100 * r.test_acc:.1f}%"
-            f", {r.epochs} epochs, {r.wall_s:.0f} s."
+            f"{r.method}{crit}: size {r.size}, {r.params:,} params, test {_pct(r.test_acc)}"
+            f", {plural(r.epochs, 'epoch')}, {duration(r.wall_s)}."
         )
     lines.append(
-        f"Run: {start.label} on {start.dataset}, seed {start.seed}; {b.epochs} epochs per "
-        f"training, {b.val_split} training samples held out for validation, the test set "
-        "evaluated once per final network."
+        f"Run: {start.label} on {start.dataset}, seed {start.seed}; "
+        f"{plural(b.epochs, 'epoch')} per training, {b.val_split} training samples held out for "
+        "validation, the test set evaluated once per final network."
     )
     return "\n".join(lines)
 

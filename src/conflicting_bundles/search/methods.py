@@ -20,10 +20,9 @@ import random
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from .. import runs
 from ..autotune import AutotuneConfig, autotune, final_run_dir
+from ..console import make_console
 from ..data import dataset_info
 from ..metric import Criterion
 from ..probes import measure
@@ -75,7 +74,7 @@ class Autotune:
         )
         started = (out / "autotune_state.json").exists()
         res = autotune(
-            cfg, resume=started, force=not started, console=Console(quiet=not start.progress)
+            cfg, resume=started, force=not started, console=make_console(quiet=not start.progress)
         )
         last = final_run_dir(out)
         model, _ = runs.load_model(last, "last")

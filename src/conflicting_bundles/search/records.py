@@ -104,9 +104,7 @@ class SearchStart:
     @property
     def label(self) -> str:
         """A short name, e.g. ``fnn 100x25`` or ``plain [3,3,5,3] w0.125``."""
-        if self.family == "fnn":
-            return f"fnn {self.depth}x{self.width}"
-        return f"{self.family} [{','.join(map(str, self.blocks))}] w{self.width_mult:g}"
+        return start_label(self.to_dict())
 
     def model_kwargs(self, size: int | tuple[int, ...] | None = None) -> dict:
         """create_model keyword arguments (name excluded) for ``size`` (default: the start)."""
@@ -127,6 +125,21 @@ class SearchStart:
         if d.get("blocks") is not None:
             d["blocks"] = tuple(d["blocks"])
         return cls(**d)
+
+
+def start_label(d: dict) -> str:
+    """:attr:`SearchStart.label` from a start written as a dict (search.json's "start"):
+    ``fnn 100x25`` (depth x width) or ``plain [3,3,5,3] w0.125``; "?" for a missing field."""
+    family = d.get("family", "?")
+    if family == "fnn":
+        return f"fnn {d.get('depth', '?')}x{d.get('width', '?')}"
+    blocks = ",".join(map(str, d.get("blocks") or ["?"]))
+    mult = d.get("width_mult")
+    return (
+        f"{family} [{blocks}] w{mult:g}"
+        if isinstance(mult, (int, float))
+        else f"{family} [{blocks}]"
+    )
 
 
 @dataclass

@@ -32,24 +32,26 @@ def field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def check_model_kwargs(tcfg: dict, where: str) -> None:
-    """Model arguments must be ones the model factory takes (a typo would only fail later, in
-    the trial)."""
+def check_model_kwargs(tcfg: dict, where: str) -> dict:
+    """Model arguments must be ones the model factory takes, of its types (a typo would only
+    fail later, in the trial); returns them converted (models.check_model_kwargs)."""
     import inspect
 
+    from ..models import check_model_kwargs as check_kwargs
     from ..models import model_signature
 
     kw = tcfg.get("model_kwargs") or {}
     params = model_signature(tcfg.get("model", "fnn")).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
     unknown = sorted(set(kw) - set(params))
-    if unknown:
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         raise ValueError(
             f"{where}: {', '.join(unknown)} is neither a config field nor an argument of model "
             f"{tcfg.get('model', 'fnn')!r} (its arguments: {', '.join(params)})."
         )
-    check_types(kw, {n: str(p.annotation) for n, p in params.items()}, where)
+    try:
+        return check_kwargs(tcfg.get("model", "fnn"), kw)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def train_config(spec: SweepSpec, tcfg: dict, where: str) -> dict:
@@ -62,13 +64,14 @@ def train_config(spec: SweepSpec, tcfg: dict, where: str) -> dict:
     tcfg.setdefault("threads", max(1, int(spec.resources.cpus)))
     if tcfg.get("data_dir") is not None:
         tcfg["data_dir"] = str(Path(tcfg["data_dir"]).expanduser().resolve())
-    check_types(tcfg, {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}, where)
+    tcfg = check_types(tcfg, {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}, where)
     try:
         TrainConfig.from_dict(tcfg).validate()
         dataset_info(tcfg.get("dataset", "mnist"))  # an unknown name fails here, not in a trial
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: {e}") from None
-    check_model_kwargs(tcfg, where)
+    if tcfg.get("model_kwargs"):
+        tcfg["model_kwargs"] = check_model_kwargs(tcfg, where)
     return tcfg
 
 

@@ -49,9 +49,9 @@ def run_sweep(
     "auto" / "host:port" joins a running cluster. A Ray session already initialised in this
     process is used as it is. dry_run: print the plan, run nothing, write nothing. The sweep
     folder is locked for the whole run (a second sweep into it is refused)."""
-    from rich.console import Console
+    from ..console import make_console
 
-    console = console or Console()
+    console = console or make_console()
     kind = get_kind(spec.kind)
     trials = plan(spec)
     out = Path(spec.out).expanduser().resolve()

@@ -144,6 +144,34 @@ class TrainConfig:
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}."
             )
+        self._validate_names()
+
+    def _validate_names(self) -> None:
+        """Model, dataset and device names (so --print-config catches a typo, not the run)."""
+        from ..data import dataset_info
+        from ..factory import is_factory_path
+        from ..models import model_signature
+
+        for name in ("model", "dataset", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a name (a string), got {getattr(self, name)!r}.")
+        if not is_factory_path(self.model):
+            model_signature(self.model)  # ValueError listing the models
+        dataset_info(self.dataset)  # ValueError listing the datasets
+        check_device_name(self.device)
+
+
+def check_device_name(name: str) -> None:
+    """ValueError unless ``name`` is auto, cpu, cuda, cuda:N (or another torch device name);
+    whether CUDA is there is checked when the run starts."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
 
 
 @dataclass

@@ -27,6 +27,8 @@ def measure_run(
     device: str = "cpu",
     write: bool = True,
     factory=None,
+    lr: float | None = None,
+    batch_size: int | None = None,
 ) -> list[dict]:
     """Measure a trained run's model (arch.json + checkpoint) the way training does: the first
     ``n_samples`` non-augmented training samples (outside its validation split), the run's lr
@@ -35,7 +37,9 @@ def measure_run(
     between differently labelled samples over the resolution q). Writes measure.csv into the
     run unless ``write=False`` (an OSError then comes after the rows are computed: callers that
     must not lose them pass write=False and write with runs.write_csv themselves). factory:
-    the user model factory of a run trained with one (see runs.load_model)."""
+    the user model factory of a run trained with one (see runs.load_model). lr / batch_size:
+    measure as if trained with these (the metric's resolution; default the run's); each row
+    says which in ``lr_source`` / ``batch_size_source`` (run / given)."""
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_dict(runs.load_config(run_dir))
     dev = resolve_device(device)
@@ -43,7 +47,13 @@ def measure_run(
     ds = load_dataset(cfg.dataset, "train", data_dir or cfg.data_dir, limit=cfg.train_limit)
     ds, _ = split_validation(ds, cfg.val_split, cfg.val_seed)  # as training measured
     x, y = next(iterate(ds, n_samples, shuffle=False, augment=False, device=dev))  # (N, ...)
-    spec = MeasureSpec.from_config(cfg, n_samples=len(y), criterion=criterion, kind=kind)
+    spec = MeasureSpec.from_config(
+        cfg, n_samples=len(y), criterion=criterion, kind=kind, lr=lr, batch_size=batch_size
+    )
+    sources = {
+        "lr_source": "run" if lr is None else "given",
+        "batch_size_source": "run" if batch_size is None else "given",
+    }
     points = resolve_points(model, None, spec.kind)
     points = points if all_layers else points[-1:]
     spec = spec.replace(w_max=w_max(model))
@@ -80,6 +90,7 @@ def measure_run(
             "w_max": r.w_max,
             "lr": spec.lr,
             "batch_size": spec.batch_size,
+            **sources,
         }
         for r in (results[p.name] for p in points)
     ]

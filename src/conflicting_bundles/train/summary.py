@@ -141,13 +141,25 @@ SUMMARY_KEYS = (
 )
 
 
+def summary_value(key: str, v) -> str:
+    """A summary.json value as the final table shows it: accuracies in %, their spread in
+    points (both with 2 decimals), times in seconds/minutes, None as "not measured"."""
+    from ..report import duration, fmt_column, table_decimals
+
+    if v is None:
+        return "not measured"
+    if key.endswith("_time"):
+        return duration(v)
+    return fmt_column(key, v, table_decimals(SUMMARY_KEYS))
+
+
 def print_summary(summary: dict, run_dir: Path) -> None:
+    """The final table of a run (summary.json's SUMMARY_KEYS; the file keeps fractions)."""
     from rich.table import Table
 
     table = Table(title=f"Run {escape(str(run_dir))} ({summary['status']})")
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right", overflow="fold")
     for k in SUMMARY_KEYS:
-        v = summary.get(k)
-        table.add_row(k, escape(f"{v:.4f}" if isinstance(v, float) else str(v)))
+        table.add_row(k, escape(summary_value(k, summary.get(k))))
     make_console().print(table)
