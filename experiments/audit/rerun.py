@@ -516,6 +516,7 @@ def prune_damaged(w, n):
     kind = n[len("prune_") :]
     good = fixture(w, "good")
     d = good if kind == "fnn_ok" else damaged_copy(good, w / "runsbad" / kind, kind)
+    shutil.rmtree(w / "pr" / kind, ignore_errors=True)  # prune refuses old results (--force)
     r = cb("prune", "--model", str(d.relative_to(w)), *PRUNE, "--out", f"pr/{kind}", cwd=w)
     if kind in ("fnn_ok", "trunc_last"):  # prune reads best.pt, not last.pt
         return r.rc == 0 and (w / f"pr/{kind}/model.pt").is_file(), r, ""

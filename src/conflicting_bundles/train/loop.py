@@ -13,6 +13,7 @@ from torch import nn
 from .. import distributed, runs
 from ..data import dataset_info
 from ..probes import resolve_points
+from ..report import plural
 from ..rundir import RunDir, open_run
 from .components import (
     arch_of,
@@ -147,7 +148,8 @@ def _train_locked(config, callbacks, model, optimizer_state, resume, device, inf
     ckpt = runs.load_checkpoint(run_dir, "last", map_location="cpu") if resume else None
     if ckpt is not None and config.epochs < int(ckpt["epoch"]):
         raise ValueError(
-            f"{run_dir} has completed {int(ckpt['epoch'])} epochs; --epochs {config.epochs} would "
+            f"{run_dir} has completed {plural(int(ckpt['epoch']), 'epoch')}; --epochs "
+            f"{config.epochs} would "
             f"shrink it. Resume with --epochs {int(ckpt['epoch'])} or more, or start a new run "
             "in another --out."
         )
