@@ -8,7 +8,7 @@ lesion_summary.json / prune.json / search.json), and each of those files is acce
 
     values = read_config_file("at.yaml")                  # {"variant": "all", "train": {...}}
     values = read_config_file("runs/at/autotune.json")    # its "config" entry
-    check_fields(values, AutotuneConfig, "at.yaml")       # unknown keys: ValueError + a guess
+    values = check_fields(values, AutotuneConfig, "at.yaml")  # types checked; unknown: a guess
     cfg = AutotuneConfig.from_dict(merge(values, given))   # given overrides, nested dicts merged
     print(to_yaml(cfg.to_dict()))                          # what --print-config shows
 

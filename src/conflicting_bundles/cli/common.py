@@ -149,17 +149,6 @@ def config_values(path, cls, *, nested=None, extra=(), renamed=None) -> dict:
         raise error(str(e)) from None
 
 
-def check_names(dataset: str | None = None, device: str | None = None) -> None:
-    """ValueError for an unknown dataset or device name (--print-config catches a typo)."""
-    from ..data import dataset_info
-    from ..train.config import check_device_name
-
-    if dataset is not None:
-        dataset_info(dataset)
-    if device is not None:
-        check_device_name(device)
-
-
 def file_model_kwargs(file: dict, model: str | None, where: str) -> dict:
     """A config file's ``model_kwargs`` for the run's ``model``: {} when the command line names
     another model than the one the file names (its arguments belong to that model); without

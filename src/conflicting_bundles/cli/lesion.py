@@ -12,9 +12,9 @@ from ..console import make_console
 from ..data import DatasetError
 from ..grid.cells import GridConfig
 from ..runs import RunDirError
+from ..train.config import check_names
 from .common import (
     PRINT_CONFIG_HELP,
-    check_names,
     config_help,
     config_values,
     default,

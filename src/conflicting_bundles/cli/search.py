@@ -11,9 +11,9 @@ from ..console import make_console
 from ..data import DatasetError
 from ..runs import RunDirError
 from ..search.records import CONV_START, FNN_START, VAL_SPLIT_DEFAULTS, Budget, SearchStart
+from ..train.config import check_names
 from .common import (
     PRINT_CONFIG_HELP,
-    check_names,
     config_help,
     config_values,
     default,
@@ -173,7 +173,8 @@ def register(app: typer.Typer) -> None:
         out = Path(out if out is not None else file.get("out", DEFAULT_OUT))
         console = make_console()  # piped: whole names, no wrapping at 80 columns
         try:
-            check_names({**file, **cli}.get("dataset"), {**file, **cli}.get("device"))
+            named = {**file, **cli}
+            check_names(named.get("dataset"), named.get("device"))
             start = SearchStart.from_dict(resolve_start(file, cli, budget_cli))
             if not quiet:
                 start = SearchStart.from_dict({**start.to_dict(), "progress": True})

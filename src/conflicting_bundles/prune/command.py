@@ -144,6 +144,13 @@ def samples_used(name: str, scorer_kwargs: dict, batches: list) -> int | None:
     return have if sc.n_samples is None else min(sc.n_samples, have)
 
 
+def _load(cfg: PruneConfig, say: Callable[[str], None]) -> tuple[nn.Module, dict | None]:
+    """The model to prune on ``cfg.device`` and its base spec (loading.load_model)."""
+    say(f"loading {cfg.model} on {cfg.device}")
+    model, base = load_model(cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs)
+    return model.to(cfg.device), base
+
+
 def _resolved(cfg: PruneConfig) -> PruneConfig:
     """``cfg`` with the device it will run on ("auto" -> "cuda" or "cpu"); ValueError for an
     unknown or unavailable device."""
@@ -173,11 +180,7 @@ def run_prune(
     cfg = _resolved(cfg)
     spec, source = cfg.measure_spec()
     with open_out(cfg.out, force) as rd, warnings_as_notes(say) as notes:
-        say(f"loading {cfg.model} on {cfg.device}")
-        model, base = load_model(
-            cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs
-        )
-        model.to(cfg.device)
+        model, base = _load(cfg, say)
         score_batches, eval_batches, stream = _data(cfg, base)
         kwargs = cfg.scorer_kwargs(spec)
         n_used = samples_used(cfg.scorer, kwargs, score_batches)
@@ -275,11 +278,7 @@ def run_compare(
     cfg = _resolved(cfg)
     spec, source = cfg.measure_spec()
     with open_out(cfg.out, force) as rd, warnings_as_notes(say) as notes:
-        say(f"loading {cfg.model} on {cfg.device}")
-        model, base = load_model(
-            cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs
-        )
-        model.to(cfg.device)
+        model, base = _load(cfg, say)
         score_batches, test_batches, _ = _data(cfg, base)
         kwargs = cfg.scorer_kwargs(spec)
         used = {n: samples_used(n, kwargs, score_batches) for n in cfg.scorers}

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..report import pct
+from ..report import pct, plural
 from ..rundir import RunDir, existing_owned, open_run
 from ..runs import RunDirError
 from .runner import rank
@@ -50,9 +50,8 @@ def _describe(out: Path, found: list[Path]) -> str:
         except (OSError, ValueError, AttributeError):
             continue
         if name == "prune.json":
-            removed = len(d.get("removed", []))
-            blocks = "block" if removed == 1 else "blocks"
-            by = f"by scorer {d.get('scorer')}, {removed} {blocks} removed"
+            removed = plural(len(d.get("removed", [])), "block")
+            by = f"by scorer {d.get('scorer')}, {removed} removed"
             return f"{what} of {cfg.get('model')} {by}"
         return f"{what} of {cfg.get('model')}"
     return ", ".join(p.name for p in found)

@@ -148,7 +148,6 @@ class TrainConfig:
 
     def _validate_names(self) -> None:
         """Model, dataset and device names (so --print-config catches a typo, not the run)."""
-        from ..data import dataset_info
         from ..factory import is_factory_path
         from ..models import model_signature
 
@@ -157,8 +156,17 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a name (a string), got {getattr(self, name)!r}.")
         if not is_factory_path(self.model):
             model_signature(self.model)  # ValueError listing the models
-        dataset_info(self.dataset)  # ValueError listing the datasets
-        check_device_name(self.device)
+        check_names(self.dataset, self.device)
+
+
+def check_names(dataset: str | None = None, device: str | None = None) -> None:
+    """ValueError for an unknown dataset (listing the known ones) or device name."""
+    from ..data import dataset_info
+
+    if dataset is not None:
+        dataset_info(dataset)
+    if device is not None:
+        check_device_name(device)
 
 
 def check_device_name(name: str) -> None:
