@@ -51,6 +51,7 @@ __all__ = [
 
 T = TypeVar("T")
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+EXIT_WAIT = datetime.timedelta(seconds=60)  # how long a leaving rank waits for the others
 TIMEOUT = datetime.timedelta(minutes=30)  # torch's default; a rank waits this long at a collective
 
 
@@ -160,8 +161,20 @@ def init(device: torch.device | str = "cpu", backend: str | None = None) -> torc
 
 
 def destroy() -> None:
-    """Leave the process group (registered with atexit by ``init``)."""
+    """Leave the process group (registered with atexit by ``init``).
+
+    The ranks first meet at a barrier, so that none tears down its gloo connections while
+    another still writes its files: a rank that left early made a slower one abort
+    ("terminate called without an active exception") at exit. A barrier that fails (a rank
+    already died) does not keep this rank from leaving."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            if "gloo" in str(dist.get_backend()):
+                dist.monitored_barrier(timeout=EXIT_WAIT)
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass
         dist.destroy_process_group()
 
 

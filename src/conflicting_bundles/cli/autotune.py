@@ -14,6 +14,9 @@ from ..runs import RunDirError
 from ..train import OPTIMIZERS, TrainConfig
 from .common import (
     CONV_MODELS,
+    CRITERIA,
+    DATA_DIR,
+    DEVICES,
     PRINT_CONFIG_HELP,
     config_help,
     config_values,
@@ -93,9 +96,8 @@ def register(app: typer.Typer) -> None:
         ),
         criterion: str = typer.Option(
             None,
-            help="The search's decision criterion: reference (the paper's, default), raw, "
-            "coarse:K, tol:G, rel:R or calibrated (train.criterion in a file: what each "
-            "step's training run logs per epoch).",
+            help=f"The search's decision criterion: {CRITERIA} (train.criterion in a file: what "
+            "each step's training run logs per epoch)" + T("criterion") + ".",
         ),
         seed: int = typer.Option(
             None, help="Seed of weights, data order and augmentation" + T("seed") + "."
@@ -119,11 +121,9 @@ def register(app: typer.Typer) -> None:
             "--augment/--no-augment",
             help="Training augmentation (docs/method.md §4)" + T("augment") + ".",
         ),
-        data_dir: Path = typer.Option(
-            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
-        ),
+        data_dir: Path = typer.Option(None, help=DATA_DIR + "."),
         threads: int = typer.Option(None, help="torch threads" + T("threads") + "."),
-        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N" + T("device") + "."),
+        device: str = typer.Option(None, help=DEVICES + T("device") + "."),
         out: Path = typer.Option(None, "--out", "-o", help="Output folder" + A("out") + "."),
         resume: bool = typer.Option(False, help="Continue the search in --out."),
         force: bool = typer.Option(False, help="Start over, replacing the search in --out."),

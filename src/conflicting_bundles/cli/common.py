@@ -22,6 +22,13 @@ from ..console import escape, make_console
 FNN_MODELS = ("fnn",)
 CONV_MODELS = ("plain", "resnet")
 
+# One wording of the values every command's help lists (the defaults are added per command).
+CRITERIA = "reference (the paper's), raw, coarse:K, tol:G, rel:R or calibrated"
+PROBE_KINDS = "hidden (fnn), block (plain), branch or block-output (resnet)"
+CHECKPOINTS = "last, best or an epoch number"
+DEVICES = "auto (cuda if available), cpu, cuda or cuda:N"
+DATA_DIR = "Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)"
+
 
 def error(msg: str, code: int = 1) -> typer.Exit:
     """Print ``error: msg`` to stderr and return the typer.Exit(code) to raise."""

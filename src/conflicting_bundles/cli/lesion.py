@@ -14,7 +14,12 @@ from ..grid.cells import GridConfig
 from ..runs import RunDirError
 from ..train.config import check_names
 from .common import (
+    CHECKPOINTS,
+    CRITERIA,
+    DATA_DIR,
+    DEVICES,
     PRINT_CONFIG_HELP,
+    PROBE_KINDS,
     config_help,
     config_values,
     default,
@@ -81,16 +86,15 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(
             None, help="The training batch size the metric assumes (its beta; default: the run's)."
         ),
-        checkpoint: str = typer.Option("last", help="last, best or an epoch number."),
+        checkpoint: str = typer.Option("last", help=CHECKPOINTS + "."),
         kind: str = typer.Option(
             None,
-            help="Probe kind: hidden (fnn), block (plain), branch or block-output (resnet); "
-            "default: the run's.",
+            help=f"Probe kind: {PROBE_KINDS}; default: the run's.",
         ),
         out: Path = typer.Option(None, "--out", "-o", help="Output folder (RUN_DIR/lesion)."),
-        data_dir: Path = typer.Option(None, help="Data directory."),
+        data_dir: Path = typer.Option(None, help="Data directory (default: the run's)."),
         threads: int = typer.Option(1, help="torch threads."),
-        device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda or cuda:N."),
+        device: str = typer.Option("auto", help=DEVICES + "."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
         """Lesion study (docs/method.md §6): which blocks of a trained net can be replaced by their
@@ -175,7 +179,7 @@ def register(app: typer.Typer) -> None:
         ),
         criterion: str = typer.Option(
             None,
-            help="reference (the paper's, default), raw, coarse:K, tol:G, rel:R or calibrated.",
+            help=CRITERIA + G("criterion") + ".",
         ),
         seed: int = typer.Option(
             None, help="Seed of weights, data order and augmentation" + G("seed") + "."
@@ -198,9 +202,7 @@ def register(app: typer.Typer) -> None:
             "--keep-checkpoints/--drop-checkpoints",
             help="Keep each cell's checkpoints" + G("keep_checkpoints") + ".",
         ),
-        data_dir: Path = typer.Option(
-            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
-        ),
+        data_dir: Path = typer.Option(None, help=DATA_DIR + "."),
         out: Path = typer.Option(None, "--out", "-o", help="Output folder" + G("out") + "."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:

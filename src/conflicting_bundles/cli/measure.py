@@ -12,7 +12,7 @@ from ..console import escape, make_console
 from ..data import DatasetError
 from ..runs import MEASURE_CSV, RunDirError, write_csv
 from ..train import measure_run
-from .common import error, os_error_message
+from .common import CHECKPOINTS, CRITERIA, DEVICES, PROBE_KINDS, error, os_error_message
 
 
 def register(app: typer.Typer) -> None:
@@ -25,18 +25,15 @@ def register(app: typer.Typer) -> None:
             True, "--all-layers/--last-layer", help="Every probe point, or only the last."
         ),
         samples: int = typer.Option(512, help="First N non-augmented training samples."),
-        criterion: str = typer.Option(
-            None, help="reference, raw, coarse:K, tol:G, rel:R or calibrated (default: the run's)."
-        ),
-        checkpoint: str = typer.Option("last", help="last, best, or an epoch number."),
+        criterion: str = typer.Option(None, help=f"{CRITERIA}; default: the run's."),
+        checkpoint: str = typer.Option("last", help=CHECKPOINTS + "."),
         kind: str = typer.Option(
             None,
-            help="Probe kind: hidden (fnn), block (plain), branch or block-output (resnet); "
-            "default: the run's.",
+            help=f"Probe kind: {PROBE_KINDS}; default: the run's.",
         ),
         margin: bool = typer.Option(True, "--margin/--no-margin", help="Compute the margin."),
         data_dir: Path = typer.Option(None, help="Data directory (default: the run's)."),
-        device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda or cuda:N."),
+        device: str = typer.Option("auto", help=DEVICES + "."),
         threads: int = typer.Option(None, help="torch threads."),
         lr: float = typer.Option(
             None, help="Measure as if trained at this learning rate (default: the run's)."

@@ -17,6 +17,9 @@ from ..prune.scorers import list_scorers
 from ..report import pct
 from ..train import resolve_device
 from .common import (
+    CRITERIA,
+    DATA_DIR,
+    DEVICES,
     PRINT_CONFIG_HELP,
     config_help,
     config_values,
@@ -135,7 +138,7 @@ def register(app: typer.Typer) -> None:
             "--block-regex",
             help="Regex over module names overriding block discovery, e.g. 'layer\\d\\.\\d+'.",
         ),
-        data_dir: Path | None = typer.Option(None, "--data-dir", help="Data directory."),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR + "."),
         n_samples: int | None = typer.Option(
             None,
             "--samples",
@@ -160,9 +163,7 @@ def register(app: typer.Typer) -> None:
         criterion: str = typer.Option(
             None,
             "--criterion",
-            help="Conflict criterion: reference, raw, coarse:K, tol:G, rel:R or calibrated"
-            + P("criterion")
-            + ".",
+            help=f"Conflict criterion: {CRITERIA}" + P("criterion") + ".",
         ),
         test_limit: int | None = typer.Option(
             None, "--test-limit", min=1, help="Evaluate on the first N test samples only."
@@ -176,9 +177,7 @@ def register(app: typer.Typer) -> None:
         heal_lr: float = typer.Option(
             None, "--heal-lr", help="Fine-tune learning rate" + P("heal_lr") + "."
         ),
-        device: str = typer.Option(
-            None, "--device", help="auto (cuda if available), cpu, cuda or cuda:N (default auto)."
-        ),
+        device: str = typer.Option(None, "--device", help=DEVICES + P("device") + "."),
         seed: int = typer.Option(
             None, "--seed", help="Seed of the random scorer and healing" + P("seed") + "."
         ),
@@ -235,7 +234,6 @@ def register(app: typer.Typer) -> None:
                 f"unknown scorer {values['scorer']!r}; available: {', '.join(list_scorers())}.",
                 param_hint="--scorer",
             )
-        values.setdefault("device", "auto")
         try:
             cfg = PruneConfig(**values)
         except (TypeError, ValueError) as exc:

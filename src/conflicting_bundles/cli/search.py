@@ -13,6 +13,8 @@ from ..runs import RunDirError
 from ..search.records import CONV_START, FNN_START, VAL_SPLIT_DEFAULTS, Budget, SearchStart
 from ..train.config import check_names
 from .common import (
+    DATA_DIR,
+    DEVICES,
     PRINT_CONFIG_HELP,
     config_help,
     config_values,
@@ -120,11 +122,9 @@ def register(app: typer.Typer) -> None:
         test_limit: int = typer.Option(None, help="First N test samples (final evaluation)."),
         samples: int = typer.Option(None, help="Samples of the bundle metric" + B("samples") + "."),
         seed: int = typer.Option(None, help="Seed of every training" + S("seed") + "."),
-        data_dir: Path = typer.Option(
-            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
-        ),
+        data_dir: Path = typer.Option(None, help=DATA_DIR + "."),
         threads: int = typer.Option(None, help="torch threads" + S("threads") + "."),
-        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N" + S("device") + "."),
+        device: str = typer.Option(None, help=DEVICES + S("device") + "."),
         out: Path = typer.Option(
             None, "--out", "-o", help=f"Output folder (default {DEFAULT_OUT})."
         ),

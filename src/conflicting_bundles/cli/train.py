@@ -14,8 +14,12 @@ from ..runs import RunDirError, load_config
 from ..train import OPTIMIZERS, TrainConfig, train
 from . import common
 from .common import (
+    CRITERIA,
+    DATA_DIR,
+    DEVICES,
     FNN_MODELS,
     PRINT_CONFIG_HELP,
+    PROBE_KINDS,
     config_help,
     config_values,
     default,
@@ -135,23 +139,20 @@ def register(app: typer.Typer) -> None:
         ),
         kind: str = typer.Option(
             None,
-            help="Probe kind: hidden (fnn), block (plain), branch or block-output (resnet); "
-            "default: the model's.",
+            help=f"Probe kind: {PROBE_KINDS}; default: the model's.",
         ),
         criterion: str = typer.Option(
             None,
-            help="reference (the paper's, default), raw, coarse:K, tol:G, rel:R or calibrated.",
+            help=CRITERIA + D("criterion") + ".",
         ),
-        data_dir: Path = typer.Option(
-            None, help="Data directory (default $CBUNDLES_DATA, else ~/.cache/conflicting-bundles)."
-        ),
+        data_dir: Path = typer.Option(None, help=DATA_DIR + "."),
         out: Path = typer.Option(
             None, "--out", "-o", help="Run directory (default runs/MODEL SHAPE-DATASET-seedN)."
         ),
         resume: bool = typer.Option(False, help="Continue the run in --out."),
         force: bool = typer.Option(False, help="Overwrite the run in --out."),
         threads: int = typer.Option(None, help="torch threads" + D("threads") + "."),
-        device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N" + D("device") + "."),
+        device: str = typer.Option(None, help=DEVICES + D("device") + "."),
         keep_checkpoints: bool = typer.Option(
             None, "--keep-checkpoints/--last-checkpoint-only", help="Keep one per epoch."
         ),

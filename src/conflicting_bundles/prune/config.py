@@ -53,7 +53,7 @@ class PruneConfig:
     heal_steps: int = 0
     heal_lr: float = 1e-4
     heal_train: str = "all"  # all | head | head+last:N
-    device: str = "cpu"  # auto | cpu | cuda | cuda:N; outputs record the device used
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N; outputs record it
     seed: int = 0
     compare: bool = False
     max_remove: int | None = None

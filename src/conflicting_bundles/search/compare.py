@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import runs
-from ..report import duration, html_image, html_table, plural, print_table, write_html
+from ..report import duration, html_image, html_table, pct, plural, print_table, write_html
 from .plots import scatter
 from .records import RUNTIME_FIELDS, SearchResult, SearchStart
 from .registry import create_search
@@ -79,7 +79,7 @@ def run_methods(
                 {"start": start.to_dict(), "result": r.to_dict()},
             )
             log(
-                f"  {spec}: size {r.size}, val {_pct(r.val_acc)}, test {_pct(r.test_acc)}, "
+                f"  {spec}: size {r.size}, val {pct(r.val_acc)}, test {pct(r.test_acc)}, "
                 f"{plural(r.epochs, 'epoch')}, {duration(time.perf_counter() - t0)}"
             )
         results.append(r)
@@ -98,12 +98,12 @@ def headline(start: SearchStart, results: Sequence[SearchResult]) -> str:
     lines.append(
         f"Best by validation accuracy: {best.method} -> size {best.size}, "
         f"{best.params:,} parameters (start {best.start_params:,}), test accuracy "
-        f"{_pct(best.test_acc)}, {plural(best.epochs, 'epoch')}."
+        f"{pct(best.test_acc)}, {plural(best.epochs, 'epoch')}."
     )
     for r in results:
         crit = f" [criterion {r.criterion}]" if r.criterion else ""
         lines.append(
-            f"{r.method}{crit}: size {r.size}, {r.params:,} params, test {_pct(r.test_acc)}"
+            f"{r.method}{crit}: size {r.size}, {r.params:,} params, test {pct(r.test_acc)}"
             f", {plural(r.epochs, 'epoch')}, {duration(r.wall_s)}."
         )
     lines.append(
@@ -152,10 +152,6 @@ def write_outputs(
     )
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
 def print_comparison(start: SearchStart, results: Sequence[SearchResult], console=None) -> None:
     """The comparison table in the terminal, compact enough for 80 columns."""
     rows = [
@@ -165,8 +161,8 @@ def print_comparison(start: SearchStart, results: Sequence[SearchResult], consol
             "size": r.size,
             "params": r.params,
             "ms b64": f"{r.latency_ms_b64:.2f}",
-            "val": _pct(r.val_acc),
-            "test": _pct(r.test_acc),
+            "val": pct(r.val_acc),
+            "test": pct(r.test_acc),
             "epochs": r.epochs,
             "wall s": f"{r.wall_s:.0f}",
         }
