@@ -162,3 +162,28 @@ def test_block_regex_messages_and_notes(tmp_path):
     (tmp_path / "c.yaml").write_text("model: fnn\nblocks: 'hidden\\.\\d'\n")
     res = cli("--config", str(tmp_path / "c.yaml"), "--dataset", "synthetic")
     assert res.exit_code != 0 and "did you mean 'block_regex'?" in flat(res.output)
+
+
+def test_a_run_directory_brings_its_dataset_and_names_its_weights(tmp_path):
+    from conflicting_bundles.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(model="fnn", model_kwargs={"width": 8, "depth": 4}, dataset="synthetic",
+                      epochs=1, train_limit=64, test_limit=32, progress=False, tensorboard=False,
+                      out=str(run)))  # fmt: skip
+    out = tmp_path / "p"
+    res = cli("--model", str(run), "--remove", "1", "--test-limit", "32", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    text = flat(res.output)
+    assert "dataset synthetic (the run's" in text
+    assert "weights: checkpoints/best.pt, epoch 1" in text
+    assert summary(out)["config"]["dataset"] == "synthetic"
+    base = json.loads((out / "pruned.json").read_text())["base"]
+    assert (base["checkpoint"], base["epoch"]) == ("best.pt", 1)
+    # the pruned folder is no run directory: it needs --dataset, and names no checkpoint
+    res = cli("--model", str(out), "--remove", "1", "--out", str(tmp_path / "p2"))
+    assert res.exit_code != 0 and "exactly one of --dataset" in flat(res.output)
+    res = cli("--model", str(out), "--dataset", "synthetic", "--remove", "1",
+              "--test-limit", "32", "--out", str(tmp_path / "p2"))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "weights:" not in res.output

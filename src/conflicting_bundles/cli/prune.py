@@ -85,7 +85,9 @@ def register(app: typer.Typer) -> None:
         ),
         print_config_: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
         dataset: str | None = typer.Option(
-            None, "--dataset", help="Image dataset name (see `cbundles datasets`)."
+            None,
+            "--dataset",
+            help="Image dataset name (see `cbundles datasets`; default: a run directory's).",
         ),
         text: Path | None = typer.Option(
             None, "--text", help="Sentence file for language models (topic<TAB>sentence)."

@@ -148,15 +148,29 @@ def _load(cfg: PruneConfig, say: Callable[[str], None]) -> tuple[nn.Module, dict
     """The model to prune on ``cfg.device`` and its base spec (loading.load_model)."""
     say(f"loading {cfg.model} on {cfg.device}")
     model, base = load_model(cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs)
+    if cfg.run_dir() is not None and base and base.get("checkpoint"):  # which weights
+        epoch = "" if base.get("epoch") is None else f", epoch {base['epoch']}"
+        say(f"weights: checkpoints/{base['checkpoint']}{epoch} (best.pt, else last.pt)")
     return model.to(cfg.device), base
 
 
-def _resolved(cfg: PruneConfig) -> PruneConfig:
-    """``cfg`` with the device it will run on ("auto" -> "cuda" or "cpu"); ValueError for an
-    unknown or unavailable device."""
+def _resolved(cfg: PruneConfig, say: Callable[[str], None]) -> PruneConfig:
+    """``cfg`` with the device it will run on ("auto" -> "cuda" or "cpu"; ValueError for an
+    unknown or unavailable device) and, for a run directory or auto-tune folder given without
+    --dataset or --text, the run's dataset and data folder."""
     from ..train import resolve_device
 
-    return replace(cfg, device=str(resolve_device(cfg.device)))
+    cfg = replace(cfg, device=str(resolve_device(cfg.device)))
+    run = cfg.run_dir()
+    if run is None or cfg.dataset is not None or cfg.text is not None:
+        return cfg
+    from ..runs import load_config
+
+    conf = load_config(run)
+    if not isinstance(conf.get("dataset"), str):
+        return cfg
+    say(f"dataset {conf['dataset']} (the run's; --dataset overrides)")
+    return replace(cfg, dataset=conf["dataset"], data_dir=cfg.data_dir or conf.get("data_dir"))
 
 
 def _measure(cfg: PruneConfig, spec, source: dict, model: nn.Module, n: int | None) -> dict:
@@ -176,8 +190,8 @@ def run_prune(
     ``force`` (then exactly prune's files are replaced). Library warnings reach ``progress``
     as one-line notes. Returns the prune.json content."""
     say = progress or (lambda _m: None)
+    cfg = _resolved(cfg, say)
     _check(cfg)
-    cfg = _resolved(cfg)
     spec, source = cfg.measure_spec()
     with open_out(cfg.out, force) as rd, warnings_as_notes(say) as notes:
         model, base = _load(cfg, say)
@@ -274,8 +288,8 @@ def run_compare(
     from ..report import html_image, html_table, write_html
 
     say = progress or (lambda _m: None)
+    cfg = _resolved(cfg, say)
     _check(cfg)
-    cfg = _resolved(cfg)
     spec, source = cfg.measure_spec()
     with open_out(cfg.out, force) as rd, warnings_as_notes(say) as notes:
         model, base = _load(cfg, say)

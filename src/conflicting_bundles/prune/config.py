@@ -77,13 +77,11 @@ class PruneConfig:
         defaults; the criterion and scoring samples (64 unless --n-samples) are this config's."""
         base, origin = MeasureSpec(), "default"
         given = {"lr": self.lr, "batch_size": self.batch_size}
-        path = Path(self.model)
-        if path.is_dir() and None in given.values():
-            from ..autotune import final_run_dir
+        if None in given.values():
             from ..runs import RunDirError
 
-            run = final_run_dir(path)
-            if (run / "arch.json").is_file() and (run / "config.json").is_file():
+            run = self.run_dir()
+            if run is not None:
                 try:
                     base, origin = MeasureSpec.from_run(run), "run"
                 except (RunDirError, ValueError, TypeError) as e:
@@ -98,6 +96,16 @@ class PruneConfig:
             n_samples=self.n_samples or MeasureSpec.n_samples,
         )
         return spec, {k: "given" if v is not None else origin for k, v in given.items()}
+
+    def run_dir(self) -> Path | None:
+        """The training run ``model`` names (an auto-tune folder: its final step), or None."""
+        from ..autotune import final_run_dir
+
+        path = Path(self.model)
+        if not path.is_dir():
+            return None
+        run = final_run_dir(path)
+        return run if (run / "config.json").is_file() and (run / "arch.json").is_file() else None
 
     def scorer_kwargs(self, spec: MeasureSpec | None = None) -> dict:
         """Options for every scorer (get_scorer keeps those a scorer takes)."""

@@ -237,7 +237,8 @@ def _load_run_dir(path: Path, map_location: str) -> tuple[nn.Module, dict]:
             f"{ckpt_file} does not fit the architecture in {path / 'arch.json'} "
             f"({str(e).splitlines()[0]}); the run directory is damaged."
         ) from e
-    return model.eval(), {"arch": arch_d}
+    epoch = ckpt.get("epoch")
+    return model.eval(), {"arch": arch_d, "checkpoint": ckpt_file.name, "epoch": epoch}
 
 
 def _checkpoint(run_dir: Path) -> Path:
