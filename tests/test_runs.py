@@ -197,3 +197,22 @@ def test_csv_roundtrip_and_nan_in_json(tmp_path):
     assert back[0] == {**rows[0], "f": None} and back[1]["f"] == 1e-300
     runs.write_json(tmp_path / "n.json", {"v": math.nan})
     assert json.loads((tmp_path / "n.json").read_text()) == {"v": None}
+
+
+def test_a_folder_of_runs_names_the_runs_inside(tmp_path):
+    """`measure runs/main` (a search's output) says which run folders to pass instead."""
+    search = tmp_path / "search"
+    for run in ("runs/fnn-2", "runs/fnn-4"):
+        (search / run).mkdir(parents=True)
+        (search / run / runs.CONFIG).write_text("{}")
+        (search / run / runs.ARCH).write_text("{}")
+    (search / "autotune" / "fresh" / "steps" / "step_000").mkdir(parents=True)
+    (search / "autotune" / "fresh" / runs.AUTOTUNE_STATE).write_text("{}")
+    (search / "plots").mkdir()
+    found = runs.runs_inside(search)
+    assert found == [search / "autotune/fresh", search / "runs/fnn-2", search / "runs/fnn-4"]
+    assert runs.runs_inside(search, depth=1) == []
+    with pytest.raises(runs.RunDirError, match="holds 3: .*autotune/fresh, .*runs/fnn-2"):
+        runs.load_config(search)
+    with pytest.raises(runs.RunDirError, match="it is not a run directory \\(written by"):
+        runs.load_config(search / "plots")

@@ -84,6 +84,7 @@ SUMMARY = "summary.json"
 MEASURE_CSV = "measure.csv"
 CHECKPOINTS = "checkpoints"
 TB_DIR = "tb"
+AUTOTUNE_STATE = "autotune_state.json"  # marks an auto-tune folder (autotune.state)
 # Everything a run writes; ``--force`` removes exactly these and nothing else.
 RUN_FILES = (CONFIG, ARCH, METRICS_CSV, METRICS_JSONL, LAYERS_CSV, SUMMARY, MEASURE_CSV)
 RUN_DIRS = (CHECKPOINTS, TB_DIR)
@@ -215,9 +216,42 @@ def read_json(p: Path):
         raise RunDirError(f"{p} is unreadable ({e}); the run directory is damaged.") from e
 
 
+def runs_inside(folder: str | os.PathLike, depth: int = 3, limit: int = 400) -> list[Path]:
+    """Run directories and auto-tune folders below ``folder`` (at most ``depth`` levels and
+    ``limit`` folders looked at, not looking inside one found), sorted: what to pass instead
+    of a folder that holds them (a search's output, a sweep's)."""
+    found: list[Path] = []
+    todo, seen = [(Path(folder), depth)], 0
+    while todo and seen < limit:
+        d, left = todo.pop(0)
+        try:
+            subs = sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            continue
+        for sub in subs:
+            seen += 1
+            if (
+                (sub / AUTOTUNE_STATE).is_file()
+                or (sub / CONFIG).is_file()
+                and (sub / ARCH).is_file()
+            ):
+                found.append(sub)
+            elif left > 1:
+                todo.append((sub, left - 1))
+    return sorted(found)
+
+
 def load_config(run_dir: str | os.PathLike) -> dict:
     """The run's resolved config as a dict (``TrainConfig.from_dict`` turns it back)."""
-    return read_json(_need(run_dir, CONFIG, "it is not a run directory (written by `train`)."))
+    what = "it is not a run directory (written by `train`)."
+    d = Path(run_dir)
+    if d.is_dir() and not (d / CONFIG).is_file():
+        inside = runs_inside(d)
+        if inside:
+            shown = ", ".join(str(p) for p in inside[:6]) + (" ..." if len(inside) > 6 else "")
+            what = (f"it is not a run directory but holds {len(inside)}: {shown}; pass one of "
+                    "them (an auto-tune folder stands for its final step).")  # fmt: skip
+    return read_json(_need(run_dir, CONFIG, what))
 
 
 def load_arch(run_dir: str | os.PathLike) -> dict:

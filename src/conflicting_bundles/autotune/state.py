@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import runs
 
-STATE = "autotune_state.json"
+STATE = runs.AUTOTUNE_STATE
 SUMMARY = "autotune.json"
 STEPS_DIR = "steps"
 STEPS_JSON = "steps.json"

@@ -194,9 +194,13 @@ def load_model(
             return _load_run_dir(path, map_location)
         if (path / "config.json").is_file():  # after arch.json: our run dirs have one too
             return _hf_model(str(path), map_location).eval(), {"spec": f"hf:{path}"}
+        from ..runs import runs_inside
+
+        inside = runs_inside(path)
+        hint = f" It holds runs: {', '.join(map(str, inside[:6]))}." if inside else ""
         raise ValueError(
             f"{path} is a directory without arch.json (a run directory), pruned.json (a pruned "
-            "model) or config.json (a Hugging Face model); cannot load a model from it."
+            f"model) or config.json (a Hugging Face model); cannot load a model from it.{hint}"
         )
     if path.is_file():
         return _load_file(path, arch, kw, map_location, trust_pickle)
