@@ -133,8 +133,10 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch output."),
     ) -> None:
-        """Auto-tune: remove conflicting layers early, retrain, until no conflict
-        (docs/method.md §5). Exits 1 when a step's training diverged.
+        """Auto-tune (docs/method.md §5): remove conflicting layers, retrain, repeat.
+
+        Removes the layers that form conflicting bundles early in training and retrains,
+        until no layer conflicts. Exits 1 when a step's training diverged.
 
         Settings: the AutotuneConfig/TrainConfig defaults, then --config FILE (an
         AutotuneConfig mapping with the training recipe under `train`), then these options.

@@ -97,8 +97,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help=DEVICES + "."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
-        """Lesion study (docs/method.md §6): which blocks of a trained net can be replaced by their
-        shortcut, flagged (conflicting) vs unflagged vs all vs position-matched blocks.
+        """Lesion study (docs/method.md §6): remove blocks of a trained net, see what it costs.
+
+        Which blocks can be replaced by their shortcut: flagged (conflicting) vs unflagged vs
+        all vs position-matched blocks.
 
         Accuracies and losses are fractions in the files (0.01 = 1 point), shown in % and points.
 
@@ -206,9 +208,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Output folder" + G("out") + "."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
     ) -> None:
-        """Width x depth map of FNNs (docs/method.md §7): train every net, record test accuracy
-        and the conflict boundary; resumable (finished cells are not retrained). Exits 1 when a
-        cell failed. Settings: the GridConfig defaults, then --config FILE, then these options.
+        """Width x depth map of FNNs (docs/method.md §7): accuracy and the conflict boundary.
+
+        Trains every net and records its test accuracy and whether it conflicts; resumable
+        (finished cells are not retrained). Exits 1 when a cell failed. Settings: the
+        GridConfig defaults, then --config FILE, then these options.
 
         Example:
 

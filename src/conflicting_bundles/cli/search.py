@@ -130,8 +130,10 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch output."),
     ) -> None:
-        """Compare depth searches from one start (docs/search.md): auto-tune (reference,
-        warm, calibrated), oracle-depth, naswot, conflict-at-init, fixed and random.
+        """Compare depth searches from one start network (docs/search.md).
+
+        Methods: auto-tune (reference, warm, calibrated), oracle-depth, naswot,
+        conflict-at-init, fixed and random.
 
         Every choice uses the validation split; the test set is evaluated once per final
         network. Finished methods in --out are reused (same start), so a rerun resumes.
