@@ -163,18 +163,17 @@ def init(device: torch.device | str = "cpu", backend: str | None = None) -> torc
 def destroy() -> None:
     """Leave the process group (registered with atexit by ``init``).
 
-    The ranks first meet at a barrier, so that none tears down its gloo connections while
-    another still writes its files: a rank that left early made a slower one abort
-    ("terminate called without an active exception") at exit. A barrier that fails (a rank
-    already died) does not keep this rank from leaving."""
+    gloo ranks first meet at a barrier, so that none tears down its connections while another
+    still writes its files: a rank that left early made a slower one abort ("terminate called
+    without an active exception") at exit. The barrier waits at most EXIT_WAIT; one that fails
+    (a rank already died) does not keep this rank from leaving. nccl needs no such wait (and
+    its barrier could hang on a dead rank until TIMEOUT)."""
     if dist.is_available() and dist.is_initialized():
-        try:
-            if "gloo" in str(dist.get_backend()):
+        if "gloo" in str(dist.get_backend()):
+            try:
                 dist.monitored_barrier(timeout=EXIT_WAIT)
-            else:
-                dist.barrier()
-        except RuntimeError:
-            pass
+            except RuntimeError:
+                pass
         dist.destroy_process_group()
 
 
