@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -486,6 +485,24 @@ def test_remap_optimizer_state_keeps_surviving_blocks():
     make_optimizer(new.parameters(), tcfg).load_state_dict(sd)  # loads cleanly
 
 
+AUTOTUNE_KILL_SCRIPT = """
+import json, os, signal, sys
+from conflicting_bundles import runs
+from conflicting_bundles.cli import app
+
+real = runs.atomic_write_bytes
+
+def write(path, data):  # a real SIGKILL once step 1 has written its first last.pt
+    out = real(path, data)
+    if str(path).endswith(os.path.join("step_001", "checkpoints", "last.pt")):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+runs.atomic_write_bytes = write
+app(json.loads(sys.argv[1]))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_resume_after_kill_gives_same_architecture(tmp_path):
@@ -510,28 +527,21 @@ def test_resume_after_kill_gives_same_architecture(tmp_path):
         str(tmp_path / "data"),
         "-q",
     ]
-    cli = [sys.executable, "-m", "conflicting_bundles.cli"]
     from conflicting_bundles.cli import app
 
     ref = tmp_path / "ref"  # the reference and the resume run in this process: one subprocess
     r = CliRunner().invoke(app, ["autotune", *common, "--out", str(ref)])
     assert r.exit_code == 0, r.output
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen(
-        [*cli, "autotune", *common, "--out", str(killed)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    args = ["autotune", *common, "--out", str(killed)]
+    p = subprocess.run(
+        [sys.executable, "-c", AUTOTUNE_KILL_SCRIPT, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
-    marker = killed / "steps" / "step_001" / "checkpoints" / "last.pt"
-    t0 = time.time()
-    while not marker.exists() and p.poll() is None and time.time() - t0 < 240:
-        time.sleep(0.05)
-    assert marker.exists(), "the search should have reached step 1 before the kill"
-    assert p.poll() is None, "the search finished before the kill: nothing was interrupted"
-    p.send_signal(signal.SIGKILL)
-    assert p.wait() == -signal.SIGKILL
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert (killed / "steps" / "step_001" / "checkpoints" / "last.pt").exists()
     assert not (killed / "autotune.json").exists()
     step0 = killed / "steps" / "step_000" / "metrics.csv"
     mtime = step0.stat().st_mtime_ns
