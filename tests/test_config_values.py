@@ -243,3 +243,40 @@ def test_names_are_checked_before_running(tmp_path, command, text, fragment):
     f.write_text(text)
     r = run(command, "-c", str(f), "--print-config")
     assert r.exit_code == 1 and fragment in r.output
+
+
+class _Touch:
+    """Unpickling this runs code: it creates ``path``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_config_file_cannot_turn_on_trust_pickle(tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    torch.save(_Touch(marker), tmp_path / "evil.pt")
+    model = str(tmp_path / "evil.pt")
+    plain = {"model": model, "dataset": "synthetic", "out": str(tmp_path / "p")}
+    handed_on = tmp_path / "prune.json"  # a results file that embeds a trusting config
+    handed_on.write_text(json.dumps({"config": {**plain, "trust_pickle": True}}))
+    as_yaml = tmp_path / "c.yaml"
+    as_yaml.write_text(yaml.safe_dump({**plain, "trust_pickle": True}))
+    for f in (handed_on, as_yaml):
+        r = run("prune", "-c", str(f))
+        assert r.exit_code != 0
+        msg = " ".join(r.output.split())
+        assert "trust_pickle cannot be turned on from a config file" in msg
+        assert "pass --trust-pickle on the command line" in msg
+        assert not marker.exists(), "the pickle's code ran"
+        assert not (tmp_path / "p").exists()
+    off = tmp_path / "off.yaml"
+    off.write_text(yaml.safe_dump({**plain, "trust_pickle": False}))
+    assert printed("prune", "-c", str(off))["trust_pickle"] is False
+    assert printed("prune", "-c", str(off), "--trust-pickle")["trust_pickle"] is True
+    r = run("prune", "-c", str(off))  # without the flag the module file is still refused
+    assert r.exit_code != 0 and "--trust-pickle" in r.output and not marker.exists()

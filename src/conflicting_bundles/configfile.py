@@ -44,6 +44,9 @@ class ConfigFileError(ValueError):
 
 
 MAX_VALUES = 10_000  # a config has ~100 fields; more means YAML aliases expanding (a bomb)
+# dataclass field metadata key: the field may be turned on only by the command line or Python;
+# its value says why (check_fields puts it in the refusal).
+COMMAND_LINE_ONLY = "command_line_only"
 
 
 def _size_ok(data, limit: int = MAX_VALUES) -> bool:
@@ -161,7 +164,8 @@ def check_fields(
     {"train": TrainConfig}) and for a value that does not fit its field's type; returns the
     values converted (check_types). ``extra`` keys are allowed besides the fields; ``renamed``
     maps old or mistaken names to the field meant ({"blocks": "block_regex"}); ``hint`` ends
-    the message."""
+    the message. A field whose metadata has COMMAND_LINE_ONLY (an opt-in that lets a file run
+    code) is refused when the file turns it on: a file handed on must not carry it."""
     nested = nested or {}
     valid = [f.name for f in dataclasses.fields(cls)] + list(extra)
     hint = hint or _hint(cls)
@@ -170,6 +174,13 @@ def check_fields(
             guess = _placement(key, nested) or _suggest(key, valid, renamed)
             raise ConfigFileError(
                 f"{where}: unknown field {key!r}{guess}; valid fields: {', '.join(valid)}.{hint}"
+            )
+    for f in dataclasses.fields(cls):
+        if f.metadata.get(COMMAND_LINE_ONLY) and values.get(f.name):
+            raise ConfigFileError(
+                f"{where}: {f.name} cannot be turned on from a config file: "
+                f"{f.metadata[COMMAND_LINE_ONLY]} Remove it from the file and pass "
+                f"--{f.name.replace('_', '-')} on the command line if you mean it."
             )
     annotations = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     try:

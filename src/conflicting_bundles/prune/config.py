@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..configfile import COMMAND_LINE_ONLY
 from ..measurespec import MeasureSpec
 from .runner import SCORERS
 
@@ -29,7 +30,10 @@ class PruneConfig:
     dataset: str | None = None  # image dataset name; or text=
     text: str | None = None  # sentence file (one per line, optionally topic<TAB>sentence)
     arch: str | None = None  # model spec for a state-dict file
-    trust_pickle: bool = False
+    trust_pickle: bool = field(  # opt-in to unpickle a module file: it runs the file's code
+        default=False,
+        metadata={COMMAND_LINE_ONLY: "unpickling a module file runs code stored in that file."},
+    )
     model_kwargs: dict = field(default_factory=dict)
     input_size: tuple[int, int] | None = None
     channels: int | None = None
