@@ -175,18 +175,18 @@ def check_fields(
             raise ConfigFileError(
                 f"{where}: unknown field {key!r}{guess}; valid fields: {', '.join(valid)}.{hint}"
             )
-    for f in dataclasses.fields(cls):
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    try:
+        values = check_types(values, annotations, where)
+    except ValueError as e:
+        raise ConfigFileError(str(e)) from None
+    for f in dataclasses.fields(cls):  # after check_types: a quoted 'false' is False by now
         if f.metadata.get(COMMAND_LINE_ONLY) and values.get(f.name):
             raise ConfigFileError(
                 f"{where}: {f.name} cannot be turned on from a config file: "
                 f"{f.metadata[COMMAND_LINE_ONLY]} Remove it from the file and pass "
                 f"--{f.name.replace('_', '-')} on the command line if you mean it."
             )
-    annotations = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    try:
-        values = check_types(values, annotations, where)
-    except ValueError as e:
-        raise ConfigFileError(str(e)) from None
     for key, sub in nested.items():
         if values.get(key) is None:
             continue
