@@ -243,3 +243,101 @@ def test_cli_prunes_minilm_on_the_sentence_file(minilm, tmp_path):
     again = transformers.AutoModel.from_pretrained(out / "hf")
     assert again.config.num_hidden_layers == 4
     assert count_params(model) - count_params(again) == 2 * count_params(model.encoder.layer[0])
+
+
+# ------------------------------------------------------------------ T5 (encoder-decoder)
+def t5_cfg(enc=3, dec=3):
+    return transformers.T5Config(
+        vocab_size=V, d_model=16, d_kv=4, d_ff=32, num_layers=enc, num_decoder_layers=dec,
+        num_heads=4, relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0,
+    )  # fmt: skip
+
+
+def test_t5_encoder_finds_blocks_not_their_parts(tmp_path):
+    """T5EncoderModel: the blocks (not the T5LayerFF / self-attention parts inside them, which
+    need keyword arguments the container never passes); removing the first block keeps the
+    relative position bias table it owned (moved to the new first block)."""
+    cfg = t5_cfg(enc=4)
+    torch.manual_seed(0)
+    model = transformers.T5EncoderModel(cfg).eval()
+    blocks = find_blocks(model)
+    assert [b.name for b in blocks] == [f"encoder.block.{i}" for i in range(4)]
+    table = model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    pruned = remove_blocks(model, ["encoder.block.0", "encoder.block.2"])
+    attn = pruned.encoder.block[0].layer[0].SelfAttention
+    assert attn.has_relative_attention_bias
+    assert torch.equal(attn.relative_attention_bias.weight, table)
+    moved = table.numel()
+    assert blocks[0].num_params == blocks[1].num_params + moved
+    gone = blocks[0].num_params + blocks[2].num_params
+    assert count_params(model) - count_params(pruned) == gone - moved
+    assert pruned.config.num_layers == 2 and model.config.num_layers == 4
+    x = ids()
+    save_pruned(pruned, tmp_path / "p")
+    again = load_pruned(lambda: transformers.T5EncoderModel(cfg).eval(), tmp_path / "p")
+    with torch.no_grad():
+        assert pruned(x).last_hidden_state.shape == (3, 7, 16)
+        assert torch.equal(again(x).last_hidden_state, pruned(x).last_hidden_state)
+
+
+def test_t5_both_stacks_pruned_reloaded_and_generate(tmp_path):
+    cfg = t5_cfg(enc=3, dec=3)
+    cls = transformers.T5ForConditionalGeneration
+    torch.manual_seed(0)
+    model = cls(cfg).eval()
+    blocks = find_blocks(model)  # input_ids and decoder_input_ids made up from the config
+    names = [f"encoder.block.{i}" for i in range(3)] + [f"decoder.block.{i}" for i in range(3)]
+    assert [b.name for b in blocks] == names
+    drop = ["encoder.block.0", "decoder.block.0", "decoder.block.2"]
+    pruned = remove_blocks(model, drop)
+    assert (pruned.config.num_layers, pruned.config.num_decoder_layers) == (2, 1)
+    assert (pruned.encoder.config.num_layers, pruned.decoder.config.num_layers) == (2, 1)
+    assert (model.config.num_layers, model.config.num_decoder_layers) == (3, 3)
+    tables = 2 * cfg.relative_attention_num_buckets * cfg.num_heads  # moved, not removed
+    gone = sum(b.num_params for b in blocks if b.name in drop)
+    assert count_params(model) - count_params(pruned) == gone - tables
+    assert pruned.decoder.block[0].layer[1].EncDecAttention.layer_idx == 0  # cache index
+
+    x = ids(2, 5)
+    kw = dict(max_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        a = pruned.generate(x, attention_mask=torch.ones_like(x), use_cache=True, **kw)
+        b = pruned.generate(x, attention_mask=torch.ones_like(x), use_cache=False, **kw)
+    assert a.shape == (2, 7) and torch.equal(a, b)
+
+    enc = {"input_ids": x, "decoder_input_ids": x[:, :4]}
+    save_pruned(pruned, tmp_path / "p")
+    again = load_pruned(lambda: cls(cfg).eval(), tmp_path / "p")
+    pruned.save_pretrained(tmp_path / "hf")
+    hf = cls.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        want = pruned(**enc).logits
+        assert want.shape == (2, 4, V) and torch.equal(again(**enc).logits, want)
+        assert torch.allclose(hf(**enc).logits, want, atol=1e-6)
+        assert torch.equal(hf.generate(x, attention_mask=torch.ones_like(x), **kw), a)
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_t5_decoder_blocks_read_the_decoder_mask(scorer):
+    """Encoder and decoder padded to the same length: decoder blocks must skip the decoder's
+    padding (decoder_attention_mask), not the encoder's, so the scores equal the unpadded ones."""
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(t5_cfg(2, 2)).eval()
+    src, tgt, y = ids(8, 6, seed=4), ids(8, 4, seed=5), torch.arange(8) % 2
+
+    def batch(pad):
+        z = torch.zeros(8, pad, dtype=torch.long)
+        m = torch.ones_like
+        return {
+            "input_ids": torch.cat([src, z[:, :3]], 1) if pad else src,
+            "attention_mask": torch.cat([m(src), z[:, :3]], 1) if pad else m(src),
+            "decoder_input_ids": torch.cat([tgt, z], 1) if pad else tgt,
+            "decoder_attention_mask": torch.cat([m(tgt), z], 1) if pad else m(tgt),
+        }
+
+    blocks = find_blocks(model, example=batch(0))
+    plain = get_scorer(scorer).score(model, blocks, [(batch(0), y)])
+    padded = get_scorer(scorer).score(model, blocks, [(batch(5), y)])
+    assert set(plain) == {b.name for b in blocks} and len(plain) == 4
+    for name in plain:
+        assert padded[name] == pytest.approx(plain[name], rel=1e-4, abs=1e-9), name

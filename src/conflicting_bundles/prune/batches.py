@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
+from torch import nn
 
 from .discovery import to_device
 
@@ -20,6 +21,7 @@ __all__ = [
     "slice_inputs",
     "iter_samples",
     "attention_mask",
+    "decoder_blocks",
     "feature_rows",
     "first_inputs",
     "sample_rows",
@@ -85,13 +87,29 @@ def iter_samples(batches: Iterable, n_samples: int | None, device=None):
         raise ValueError("batches yielded no samples: scoring needs at least one input batch.")
 
 
-def attention_mask(x) -> torch.Tensor | None:
-    """The (B, T) boolean mask of real tokens of a mapping input, or None."""
+def attention_mask(x, key: str = "attention_mask") -> torch.Tensor | None:
+    """The (B, T) boolean mask of real tokens of a mapping input (``key``: the encoder's
+    ``attention_mask``, or ``decoder_attention_mask`` of an encoder-decoder input), or None."""
     if isinstance(x, Mapping):
-        m = x.get("attention_mask")
+        m = x.get(key)
         if torch.is_tensor(m) and m.dim() == 2:
             return m.bool()
     return None
+
+
+def decoder_blocks(model: nn.Module, blocks) -> set[str]:
+    """Names of the blocks that lie in the decoder stack of an encoder-decoder model (T5's
+    ``decoder.block.N``: a module on the way has ``is_decoder`` set); their tokens are masked by
+    ``decoder_attention_mask``, not by the encoder's ``attention_mask``."""
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return set()
+    out = set()
+    for b in blocks:
+        parts = b.name.split(".")
+        path = (model.get_submodule(".".join(parts[:i])) for i in range(1, len(parts) + 1))
+        if any(getattr(m, "is_decoder", False) is True for m in path):
+            out.add(b.name)
+    return out
 
 
 def feature_rows(t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -10,13 +10,16 @@ reindexing the container keeps the forward valid) that
   activation, or a Conv+BN+ReLU unit, is not a block.
 
 That covers torchvision-style ResNet BasicBlock/Bottleneck with ``downsample is None``, timm
-ResNet/ConvNeXt/ViT blocks and Hugging Face decoder layers (``model.layers.N``).
+ResNet/ConvNeXt/ViT blocks, Hugging Face decoder layers (``model.layers.N``) and the T5 blocks
+of both stacks (``encoder.block.N``, ``decoder.block.N``).
 
 Nesting. A *unit* is any multi-layer child of a container (shape-preserving or not). A unit is a
-*stack* when it is a container itself or holds a container with >= 2 units (a torchvision
-EfficientNet stage, a timm ConvNeXt stage's ``blocks``). Candidates inside a unit that is not a
-stack are dropped: the squeeze-excitation gate inside a MobileNetV3/EfficientNet/RegNet block,
-or the attention inside a MaxViT layer, is a part of that block, not a block of the net. Among
+*stack* when it is a container itself or holds a container with >= 2 units of one class (a
+torchvision EfficientNet stage, a timm ConvNeXt stage's ``blocks``; not a T5Block, whose
+``layer`` list holds its different parts: attention, cross-attention, feed-forward).
+Candidates inside a unit that is not a stack are dropped: the squeeze-excitation gate inside a
+MobileNetV3/EfficientNet/RegNet block, the attention inside a MaxViT layer or the feed-forward
+inside a T5Block is a part of that block, not a block of the net. Among
 the remaining candidates, the innermost are returned (a ConvNeXt stage without downsampling
 gives its blocks, the finest unit that can go).
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -156,7 +160,8 @@ def run_model(model: nn.Module, x):
 
 def default_example(model: nn.Module, batch: int = 2, seq_len: int = 8):
     """An example input for models that can describe their own input: Hugging Face models with
-    a ``config.vocab_size`` get random ``input_ids`` (batch, seq_len). None otherwise."""
+    a ``config.vocab_size`` get random ``input_ids`` (batch, seq_len), encoder-decoder ones
+    (T5) also ``decoder_input_ids`` (batch, seq_len // 2 + 1). None otherwise."""
     cfg = getattr(model, "config", None)
     vocab = getattr(cfg, "vocab_size", None)
     if isinstance(vocab, int) and vocab > 0:
@@ -166,7 +171,10 @@ def default_example(model: nn.Module, batch: int = 2, seq_len: int = 8):
             device = torch.device("cpu")
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(0, vocab, (batch, seq_len), generator=gen)
-        return {"input_ids": ids.to(device)}
+        out = {"input_ids": ids.to(device)}
+        if getattr(cfg, "is_encoder_decoder", False):  # a decoder length unlike the encoder's
+            out["decoder_input_ids"] = ids[:, : seq_len // 2 + 1].to(device)
+        return out
     return None
 
 
@@ -226,13 +234,16 @@ def _is_unit(module: nn.Module, min_weight_layers: int) -> bool:
 
 
 def _is_stack(unit: nn.Module, min_weight_layers: int) -> bool:
-    """A container, or a module holding a container with >= 2 units (a stage of blocks)."""
+    """A container, or a module holding a container with >= 2 units of one class (a stage of
+    repeated blocks). A list of different parts run in turn (a T5Block's self-attention,
+    cross-attention and feed-forward in ``block.layer``) does not make its holder a stack."""
     if isinstance(unit, (nn.ModuleList, nn.Sequential)):
         return True
     for m in unit.modules():
         if m is not unit and isinstance(m, (nn.ModuleList, nn.Sequential)):
             kids = [c for c in m._modules.values() if c is not None]
-            if sum(_is_unit(c, min_weight_layers) for c in kids) >= 2:
+            kinds = Counter(type(c) for c in kids if _is_unit(c, min_weight_layers))
+            if kinds and max(kinds.values()) >= 2:
                 return True
     return False
 

@@ -34,7 +34,8 @@ Registered scorers (``get_scorer(name, **kwargs)``):
 "Positions" (the rows cosines are taken over): a (B, D) tensor has B rows; a (B, T, D) sequence
 has B*T token rows over the last dim; a (B, C, H, W...) feature map has B*H*W rows over channels
 (dim 1). Rows where x or y is all zero have no direction and are skipped. Inputs given as a
-mapping with an ``attention_mask`` (a tokenizer's output) contribute only their real tokens.
+mapping with an ``attention_mask`` (a tokenizer's output) contribute only their real tokens
+(a T5 decoder block: those of ``decoder_attention_mask``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from ..registry import Registry
 from .batches import (
     attention_mask,
     batch_len,
+    decoder_blocks,
     feature_rows,
     iter_samples,
     pad_rows,
@@ -73,6 +75,7 @@ __all__ = [
     "list_scorers",
 ]
 
+DECODER_MASK = "decoder_attention_mask"  # masks the decoder blocks of an encoder-decoder
 SCORER_REGISTRY: Registry[type[Scorer]] = Registry(
     "scorer", unknown="unknown scorer {name!r}; available: {names}."
 )
@@ -158,8 +161,11 @@ class Scorer:
         try:
             called: set[str] = set()
 
+            decoder = decoder_blocks(model, blocks)  # T5: their own decoder_attention_mask
+
             def on_act(name: str, a: torch.Tensor) -> None:
                 called.add(name)
+                self._mask = masks[name in decoder]
                 self.on_activation(name, a)
 
             with torch.no_grad(), Probe(model, points, on_activation=on_act):
@@ -174,7 +180,7 @@ class Scorer:
                     for s in range(0, n, step):
                         chunk = slice_inputs(x, s, s + step)
                         self._labels = None if y is None else y[s : s + step]
-                        self._mask = attention_mask(chunk)
+                        masks = attention_mask(chunk), attention_mask(chunk, DECODER_MASK)
                         run_model(model, chunk)
                     if y is not None:
                         labels.append(y)

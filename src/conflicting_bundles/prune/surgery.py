@@ -100,22 +100,70 @@ def _own_configs(model: nn.Module) -> None:
             m.config = copy.deepcopy(cfg, memo)
 
 
-def _update_hf(model: nn.Module, old_len: int, removed: list[int], kept: list[nn.Module]) -> None:
-    """Keep HF bookkeeping consistent after removing ``removed`` (old indices) from a container
-    that held ``old_len`` layers."""
-    for cfg in _configs(model):
-        if getattr(cfg, "num_hidden_layers", None) == old_len:
-            cfg.num_hidden_layers = len(kept)
-            for attr in ("layer_types", "sliding_window_pattern_list", "block_types"):
-                lst = getattr(cfg, attr, None)
-                if isinstance(lst, list) and len(lst) == old_len:
-                    setattr(cfg, attr, [v for i, v in enumerate(lst) if i not in set(removed)])
+def _layer_counts(model: nn.Module, cname: str) -> list[tuple[object, str]]:
+    """(config, attribute) pairs that count the layers of container ``cname``: the configs of
+    the model, of its text/decoder sub-configs and of every module on the path to the
+    container (a T5 stack has its own copy). Inside a decoder stack of an encoder-decoder
+    model (T5: ``decoder.block``) the top config counts them in ``num_decoder_layers``."""
+    path, parts = [model], cname.split(".") if cname else []
+    for i in range(len(parts)):
+        path.append(model.get_submodule(".".join(parts[: i + 1])))
+    in_decoder = any(getattr(m, "is_decoder", False) is True for m in path[1:])
+    out, seen = [], set()
+    for cfg in [m.__dict__.get("config") for m in path] + _configs(model):
+        if cfg is None or id(cfg) in seen or not hasattr(cfg, "num_hidden_layers"):
+            continue
+        seen.add(id(cfg))
+        if in_decoder and hasattr(cfg, "num_decoder_layers"):
+            out.append((cfg, "num_decoder_layers"))
+            if not getattr(cfg, "is_decoder", False):
+                continue  # the top config: its num_hidden_layers counts the encoder's
+        out.append((cfg, "num_hidden_layers"))
+    return out
+
+
+def _update_hf(
+    model: nn.Module, cname: str, old: list[nn.Module], removed: list[int], kept: list[nn.Module]
+) -> None:
+    """Keep HF bookkeeping consistent after removing ``removed`` (indices into ``old``, the
+    layers container ``cname`` held) from it; ``kept`` are the survivors in order."""
+    old_len = len(old)
+    for cfg, attr in _layer_counts(model, cname):
+        if getattr(cfg, attr, None) == old_len:
+            setattr(cfg, attr, len(kept))
+            for name in ("layer_types", "sliding_window_pattern_list", "block_types"):
+                lst = getattr(cfg, name, None)
+                if attr == "num_hidden_layers" and isinstance(lst, list) and len(lst) == old_len:
+                    setattr(cfg, name, [v for i, v in enumerate(lst) if i not in set(removed)])
+    _keep_position_bias([old[i] for i in removed], kept)
     # layer_idx: every submodule of a surviving layer that carries its old index gets the new one.
     old_indices = [i for i in range(old_len) if i not in set(removed)]
     for new_i, (old_i, layer) in enumerate(zip(old_indices, kept, strict=True)):
         for m in layer.modules():
             if getattr(m, "layer_idx", None) == old_i and isinstance(m.layer_idx, int):
                 m.layer_idx = new_i
+
+
+def _keep_position_bias(gone: list[nn.Module], kept: list[nn.Module]) -> None:
+    """T5: only the first block of a stack owns the relative position bias table
+    (``has_relative_attention_bias``) and hands the bias it computes to the blocks after it.
+    When that block goes, its table moves to the same place in the new first block, so the
+    survivors see the bias they were trained with (UMT5, a table per block, has nothing to
+    move)."""
+    if not kept:
+        return
+    first = dict(kept[0].named_modules())
+    for block in gone:
+        for path, src in block.named_modules():
+            dst = first.get(path)
+            if (
+                getattr(src, "has_relative_attention_bias", False) is True
+                and isinstance(getattr(src, "relative_attention_bias", None), nn.Module)
+                and dst is not None
+                and getattr(dst, "has_relative_attention_bias", None) is False
+            ):
+                dst.relative_attention_bias = src.relative_attention_bias
+                dst.has_relative_attention_bias = True
 
 
 def remove_blocks(
@@ -141,7 +189,7 @@ def remove_blocks(
     for n in names:
         cname, cont, key = _container_of(out, n)
         by_container.setdefault(cname, (cont, []))[1].append(key)
-    for cont, keys in by_container.values():
+    for cname, (cont, keys) in by_container.items():
         items = list(cont._modules.items())
         removed = [i for i, (k, _) in enumerate(items) if k in keys]
         kept = [(k, m) for k, m in items if k not in keys]
@@ -149,7 +197,7 @@ def remove_blocks(
         cont._modules = OrderedDict(
             (str(i), m) if numeric else (k, m) for i, (k, m) in enumerate(kept)
         )
-        _update_hf(out, len(items), removed, [m for _, m in kept])
+        _update_hf(out, cname, [m for _, m in items], removed, [m for _, m in kept])
     if names:
         setattr(out, RECORD_ATTR, pruned_steps(out) + [names])
     return out
