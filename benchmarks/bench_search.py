@@ -1,20 +1,23 @@
-"""Depth search: auto-tune against the alternatives (issue 10, docs/search.md).
+"""Depth search where depth matters: successive halving with and without the bundle filter
+against fixed, oracle-depth, random and the paper's auto-tune (issue 21, docs/search.md).
 
-    python benchmarks/bench_search.py            # full: ~30-40 min on 2 cores, 2 workers
-    python benchmarks/bench_search.py --quick    # a few minutes: one start, one seed, small data
+    python benchmarks/bench_search.py --quick                 # minutes; a fresh folder
+    python benchmarks/bench_search.py --phase tuning          # the tuning rows
+    python benchmarks/bench_search.py --freeze                # record the frozen sha256s
+    python benchmarks/bench_search.py --phase heldout         # gate + held-out rows
+    python benchmarks/bench_search.py --report-only           # tables from the JSON
+    ... --update-results                                      # write benchmarks/results/
 
-Every method of conflicting_bundles.search runs from the same starts (FNN 100x25, FNN 60x60,
-plain-30 at width 1/8), on MNIST and Fashion-MNIST, seeds 0-2 (the conv start: seed 0 only, for
-time), with the same budget per training. Rows (one per method x dataset x start x seed) go to
-benchmarks/results/bench_search.json, which is also the resume file: rows already there are
-skipped, and each job's trainings are cached under runs/bench_search/. MNIST seed 0 rows are
-the *tuning* rows (the calibrated criterion was tuned there); all others are *held-out*. The
-issue's targets are computed on held-out rows, means over seeds.
+Rows and verdicts go to <out>/bench_search.json (default runs/bench_search/<full|quick>/),
+which is also the resume file; the committed benchmarks/results/bench_search.json is written
+only with --update-results. Held-out rows are refused unless the JSON's ``frozen`` record
+matches the sha256 of the method files and of BENCH (the protocol's freeze).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -24,274 +27,324 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-WORK = ROOT / "runs" / "bench_search"
-METHODS = [
-    "autotune",
-    "autotune-warm",
-    "autotune-calibrated",
-    "oracle-depth",
-    "naswot",
-    "conflict-at-init",
-    "fixed",
-    "random",
-    "conflict-at-init@calibrated",
+PKG = ROOT / "src" / "conflicting_bundles"
+METHOD_FILES = [
+    "search/halving.py",
+    "search/methods.py",
+    "search/common.py",
+    "search/records.py",
+    "search/naswot.py",
+    "search/criteria.py",
+    "data/checkerboard.py",
 ]
-FIELDS = (
-    "method",
-    "dataset",
-    "start",
-    "seed",
-    "split",
-    "criterion",
-    "size",
-    "params",
-    "start_params",
-    "latency_ms_b1",
-    "latency_ms_b64",
-    "val_acc",
-    "test_acc",
-    "epochs",
-    "trainings",
-    "wall_s",
-)
-
-
-def starts(quick: bool) -> dict[str, dict]:
-    """Start name -> SearchStart keyword arguments and budget (one training's)."""
-    if quick:
-        fnn = {"epochs": 3, "check_epochs": 1, "train_limit": 10000, "val_split": 2000}
-        return {"fnn-100x25": {"family": "fnn", "width": 25, "depth": 100, "budget": fnn}}
-    fnn = {"epochs": 5, "check_epochs": 2, "train_limit": 25000, "val_split": 5000}
-    conv = {"epochs": 5, "check_epochs": 2, "train_limit": 15000, "val_split": 5000}
-    conv["test_limit"] = 5000
-    return {
-        "fnn-100x25": {"family": "fnn", "width": 25, "depth": 100, "budget": fnn},
-        "fnn-60x60": {"family": "fnn", "width": 60, "depth": 60, "budget": fnn},
-        "plain-30-w1/8": {
-            "family": "plain",
-            "blocks": (3, 3, 5, 3),
-            "width_mult": 0.125,
-            "budget": conv,
+CB = {"epochs": 20, "check_epochs": 2, "val_split": 5000, "optimizer": "adam", "lr": 1e-3}
+FNN = {"epochs": 5, "check_epochs": 2, "train_limit": 25000, "val_split": 5000}
+DEEP = ["fixed", "oracle-depth", "random", "sh-ladder", "cb-sh", "conflict-at-init", "naswot"]
+DEEP += ["autotune", "autotune-calibrated"]
+NOHARM = ["fixed", "oracle-depth", "random", "sh-ladder", "cb-sh"]
+BENCH = {  # the benchmark configuration (frozen with the method files)
+    "starts": {
+        "cb4-w24": {"dataset": "checkerboard:4", "width": 24, "depth": 55, "budget": CB},
+        "cb6-w24": {"dataset": "checkerboard:6", "width": 24, "depth": 55, "budget": CB},
+        "cb4-w16": {"dataset": "checkerboard:4", "width": 16, "depth": 55, "budget": CB},
+        "cb8-w32": {"dataset": "checkerboard:8", "width": 32, "depth": 55, "budget": CB},
+        "fashion-fnn-60x60-e20": {
+            "dataset": "fashion-mnist",
+            "width": 60,
+            "depth": 60,
+            "budget": {**FNN, "epochs": 20},
         },
-    }
+        "mnist-fnn-100x25": {"dataset": "mnist", "width": 25, "depth": 100, "budget": FNN},
+        "fashion-fnn-100x25": {
+            "dataset": "fashion-mnist",
+            "width": 25,
+            "depth": 100,
+            "budget": FNN,
+        },
+    },
+    "kind": {"fashion-fnn-100x25": "no-harm", "mnist-fnn-100x25": "no-harm"},  # else depth
+    "methods": {"depth-matters": DEEP, "no-harm": NOHARM},
+    "tuning": [["cb4-w24", 0], ["mnist-fnn-100x25", 0]],
+    "gate_seed": 0,
+    "heldout": [
+        ["cb4-w24", 1],
+        ["cb4-w24", 2],
+        ["cb6-w24", 0],
+        ["cb6-w24", 1],
+        ["cb6-w24", 2],
+        ["cb4-w16", 0],
+        ["cb4-w16", 1],
+        ["cb4-w16", 2],
+        ["cb8-w32", 0],
+        ["cb8-w32", 1],
+        ["cb8-w32", 2],
+        ["fashion-fnn-60x60-e20", 0],
+        ["fashion-fnn-60x60-e20", 1],
+        ["mnist-fnn-100x25", 1],
+        ["mnist-fnn-100x25", 2],
+        ["fashion-fnn-100x25", 0],
+        ["fashion-fnn-100x25", 1],
+        ["fashion-fnn-100x25", 2],
+    ],
+}
+QUICK = {
+    "starts": {
+        "cb4-w24": {
+            "dataset": "checkerboard:4",
+            "width": 24,
+            "depth": 21,
+            "budget": {**CB, "epochs": 4, "train_limit": 6000, "val_split": 2000},
+        }
+    },
+    "kind": BENCH["kind"],
+    "methods": {"depth-matters": ["fixed", "oracle-depth", "random", "sh-ladder", "cb-sh"]},
+    "tuning": [],
+    "gate_seed": 0,
+    "heldout": [["cb4-w24", 0]],
+}
+FIELDS = ("method", "start", "dataset", "seed", "split", "kind", "criterion", "size", "params")
+FIELDS += ("val_acc", "test_acc", "epochs", "trainings", "wall_s", "cpu_s")
 
 
-def split_of(dataset: str, seed: int) -> str:
-    return "tuning" if dataset == "mnist" and seed == 0 else "held-out"
+def kind_of(start: str) -> str:
+    """ "no-harm" (today's FNN starts) or "depth-matters" (gated: kept only if it passes)."""
+    return BENCH["kind"].get(start, "depth-matters")
 
 
-def jobs(args) -> list[tuple[str, str, int]]:
-    """(start, dataset, seed): seed 0 of every start first, then the other seeds start by
-    start, so a run cut short misses the last start's last seeds, never a start."""
-    out = []
-    names = list(starts(args.quick))
-    for name in names:
-        seeds = [0] if (args.quick or name.startswith("plain")) else args.seeds
-        for ds in args.datasets:
-            out.extend((name, ds, s) for s in seeds)
-    return sorted(out, key=lambda j: (j[2] > 0, names.index(j[0]), j[2], args.datasets.index(j[1])))
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_job(job: tuple[str, str, int], methods: list[str], quick: bool) -> list[dict]:
-    """All methods from one (start, dataset, seed); returns the table rows."""
+def fingerprint(bench: dict) -> dict:
+    """sha256 of every method file and of the benchmark configuration."""
+    files = {f: sha256(PKG / f) for f in METHOD_FILES}
+    config = hashlib.sha256(json.dumps(bench, sort_keys=True).encode()).hexdigest()
+    return {"files": files, "config": config}
+
+
+def run_job(job: tuple[str, int, str], bench: dict, work: Path) -> list[dict] | str:
+    """Every method of the start's kind on one (start, seed): the rows, or the error as one
+    line (some exceptions do not survive the way back from a worker process)."""
+    try:
+        return _run_job(job, bench, work)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def _run_job(job: tuple[str, int, str], bench: dict, work: Path) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
     from conflicting_bundles.search import Budget, SearchStart, run_methods
 
-    name, dataset, seed = job
-    kw = dict(starts(quick)[name])
-    budget = Budget(**kw.pop("budget"))
-    start = SearchStart(dataset=dataset, seed=seed, budget=budget, threads=1, **kw)
-    work = WORK / ("quick" if quick else "full") / dataset / name.replace("/", "_") / f"s{seed}"
-    results = run_methods(start, methods, work, log=lambda s: print(s, flush=True))
+    name, seed, split = job
+    kw = dict(bench["starts"][name])
+    budget = Budget(**kw.pop("budget"), val_seed=seed)  # each seed its own validation split
+    start = SearchStart(family="fnn", seed=seed, budget=budget, threads=1, **kw)
+    kind = kind_of(name)
+    methods = bench["methods"][kind] if split != "gate" else ["oracle-depth", "fixed"]
+    out = work / name / f"s{seed}"
     rows = []
-    for r in results:
-        d = r.row()
-        d.update(start=name, split=split_of(dataset, seed))
-        rows.append({k: d.get(k) for k in FIELDS} | {"details": r.details})
+    for r in run_methods(start, methods, out, log=lambda s: print(s, flush=True)):
+        tuning = [name, seed] in [list(t) for t in bench["tuning"]]
+        d = r.row() | {"start": name, "split": "tuning" if tuning else "held-out"}
+        rows.append({k: d.get(k) for k in FIELDS} | {"kind": kind, "details": r.details})
     return rows
 
 
 def _key(r: dict) -> tuple:
-    return (r["method"], r["dataset"], r["start"], r["seed"])
+    return (r["method"], r["start"], r["seed"])
 
 
-def load_rows(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["rows"] if path.exists() else []
+def run_jobs(jobs: list, bench: dict, work: Path, path: Path, data: dict, workers: int) -> None:
+    """Run jobs in ``workers`` processes; rows are saved after every finished job."""
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(max(1, min(workers, len(jobs)))) as pool:
+        pending = [pool.apply_async(run_job, (j, bench, work)) for j in jobs]
+        for j, p in zip(jobs, pending, strict=True):
+            try:
+                new = p.get()
+            except Exception as e:  # one failing job must not lose the others' rows
+                new = f"{type(e).__name__}: {e}"
+            if isinstance(new, str):
+                print(f"job {j} failed: {new}", file=sys.stderr, flush=True)
+                continue
+            keys = {_key(n) for n in new}
+            data["rows"] = [r for r in data["rows"] if _key(r) not in keys] + new
+            save(path, data, bench)
+            print(f"done {j[:2]}: {len(new)} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-def summarise(rows: list[dict], epochs_of: dict[str, int]) -> tuple[list[dict], list[dict]]:
-    """Means over seeds per (split, dataset, start, method), and the issue's targets per
-    held-out (dataset, start)."""
-    import numpy as np
+def save(path: Path, data: dict, bench: dict) -> None:
+    from conflicting_bundles.runs import write_json
+    from conflicting_bundles.search import criteria as cr
 
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["split"], r["dataset"], r["start"], r["method"]), []).append(r)
-    means = []
-    for (split, ds, st, m), rs in sorted(groups.items()):
-        means.append(
-            {
-                "split": split,
-                "dataset": ds,
-                "start": st,
-                "method": m,
-                "seeds": len(rs),
-                "test_acc": float(np.mean([r["test_acc"] for r in rs])),
-                "test_acc_std": float(np.std([r["test_acc"] for r in rs])),
-                "val_acc": float(np.mean([r["val_acc"] or 0.0 for r in rs])),
-                "params": float(np.mean([r["params"] for r in rs])),
-                "param_ratio": float(np.mean([r["start_params"] / r["params"] for r in rs])),
-                "epochs": float(np.mean([r["epochs"] for r in rs])),
-                "wall_s": float(np.mean([r["wall_s"] for r in rs])),
-                "sizes": [r["size"] for r in rs],
-            }
+    rows = data["rows"]
+    gates = data.setdefault("gate", {})
+    for name in [n for n in bench["starts"] if kind_of(n) == "depth-matters"]:
+        g_rows = [r for r in rows if r["start"] == name and r["seed"] == bench["gate_seed"]]
+        oracle = [r for r in g_rows if r["method"] == "oracle-depth"]
+        ladder = oracle[0]["details"].get("ladder") if oracle else None
+        if ladder:
+            gates[name] = cr.gate(rows, name, bench["gate_seed"], ladder)
+    ok = {n for n, g in gates.items() if g.get("passed")}
+    scored = [r for r in rows if r["kind"] == "no-harm" or r["start"] in ok]
+    if any(r["split"] == "held-out" for r in scored):
+        crit = cr.criteria(scored)
+        abl = cr.criteria(scored, cr.ABLATION)
+        data["criteria"] = {k: crit[k] for k in ("C1", "C2", "C3", "C4")}
+        data["criteria_method"] = crit["method"]
+        data["ablation_C1"] = abl["C1"]
+        data["recommended"] = cr.recommend(crit, abl["C1"]["met"])
+    write_json(path, data)
+
+
+def tables(data: dict) -> str:
+    """The markdown the docs show: gates, held-out table, C1-C4."""
+    from conflicting_bundles.search import criteria as cr
+
+    ok = {n for n, g in data.get("gate", {}).items() if g.get("passed")}
+    rows = [r for r in data["rows"] if r["kind"] == "no-harm" or r["start"] in ok]
+    methods = [m for m in DEEP if any(r["method"] == m for r in rows)]
+    gates = [g | {"margin": g.get("margin_points")} for g in data.get("gate", {}).values()]
+    out = ["Gate (seed 0: oracle-depth - fixed, points; the oracle depth inside the ladder):\n"]
+    out.append(cr.markdown(gates, ["start", "oracle_size", "margin", "interior", "passed"]))
+    for split in ("tuning", "held-out"):
+        part = [r for r in rows if r["split"] == split]
+        t = cr.heldout_table([r | {"split": "held-out"} for r in part], methods)
+        cols = ["start", "seed", "method", "size", "test %", "wall s", "cpu s", "epochs"]
+        out.append(f"\n{split.capitalize()} rows:\n")
+        out.append(cr.markdown(t, [*cols, "gap to oracle (pt)"]))
+    out.append(f"\nCriteria ({data.get('criteria_method', cr.CANDIDATE)}, held-out rows):\n")
+    crit = data.get("criteria", {})
+    out.append(
+        cr.markdown(
+            [
+                {
+                    "criterion": k,
+                    "met": v["met"],
+                    "value": _short(v["value"]),
+                    "target": v["target"],
+                }
+                for k, v in crit.items()
+            ],  # fmt: skip
+            ["criterion", "met", "value", "target"],
         )
-    targets = []
-    for (split, ds, st, m), rs in sorted(groups.items()):
-        oracle = groups.get((split, ds, st, "oracle-depth"))
-        if split != "held-out" or not m.startswith(("autotune", "naswot")) or not oracle:
-            continue
-        common = sorted({r["seed"] for r in rs} & {r["seed"] for r in oracle})
-        if not common:
-            continue
-        mine = [r for r in rs if r["seed"] in common]
-        orc = [r for r in oracle if r["seed"] in common]
-        acc = float(np.mean([r["test_acc"] for r in mine]))
-        oracle_acc = float(np.mean([r["test_acc"] for r in orc]))
-        gap = 100 * (oracle_acc - acc)
-        ratio = float(np.mean([r["epochs"] for r in mine])) / epochs_of[st]
-        pr = float(np.mean([r["start_params"] / r["params"] for r in mine]))
-        targets.append(
-            {
-                "dataset": ds,
-                "start": st,
-                "method": m,
-                "seeds": common,
-                "test_acc": acc,
-                "oracle_test_acc": oracle_acc,
-                "gap_points": gap,
-                "epochs_over_one_training": ratio,
-                "param_ratio": pr,
-                "within_1_point": gap <= 1.0,
-                "epochs_le_1.5x": ratio <= 1.5,
-                "params_3x_fewer": pr >= 3.0,
-            }
+    )
+    out.append(f"\nRecommended: {data.get('recommended', 'not decided (no held-out rows)')}\n")
+    return "".join(out)
+
+
+def _short(v) -> str:
+    def f(x):
+        return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+    if isinstance(v, dict) and "mean_points" in v:
+        return (
+            f"mean {f(v['mean_points'])} pt, t {f(v['t'])}, wall x{f(v['wall_ratio'])}, n {v['n']}"
         )
-    return means, targets
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_short(x)}" for k, x in v.items())
+    return f(v)
 
 
-def markdown(rows: list[dict], cols: list[str]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return head + "".join("| " + " | ".join(cell(r.get(c)) for c in cols) + " |\n" for r in rows)
-
-
-def plots(rows: list[dict], stem: str) -> None:
+def plot(data: dict, stem: Path) -> None:
+    """Test accuracy vs wall seconds (x: wall time of everything the method trained)."""
     from conflicting_bundles.search.plots import scatter
 
-    for split in ("held-out", "tuning"):
-        rs = [r for r in rows if r["split"] == split]
-        if not rs:
-            continue
-        tag = "" if split == "held-out" else "_tuning"
+    rows = [r for r in data["rows"] if r["split"] == "held-out" and r["kind"] == "depth-matters"]
+    if rows:
         scatter(
-            [(r["method"], r["epochs"], 100 * r["test_acc"]) for r in rs],
-            RESULTS / f"{stem}_cost{tag}.png",
-            "epochs trained by the method (all its trainings)",
+            [(r["method"], r["wall_s"], 100 * r["test_acc"]) for r in rows],
+            Path(f"{stem}_cost.png"),
+            "wall seconds of the method (all its trainings and checks, 1 thread)",
             "test accuracy (%)",
             front=False,
-            title=f"Test accuracy vs training cost ({split} rows)",
-        )
-        scatter(
-            [(r["method"], r["params"], 100 * r["test_acc"]) for r in rs],
-            RESULTS / f"{stem}_pareto{tag}.png",
-            "parameters of the final network",
-            "test accuracy (%)",
             logx=True,
-            title=f"Accuracy vs parameters, Pareto front dashed ({split} rows)",
+            title="Test accuracy vs wall time (held-out depth-matters rows)",
         )
 
 
-def write(path: Path, rows: list[dict], args, wall: float) -> None:
-    from conflicting_bundles.runs import write_json
+MARK = ("<!-- bench_search tables: begin (generated) -->", "<!-- bench_search tables: end -->")
 
-    epochs_of = {k: v["budget"]["epochs"] for k, v in starts(args.quick).items()}
-    means, targets = summarise(rows, epochs_of)
-    write_json(
-        path,
-        {
-            "benchmark": "bench_search",
-            "quick": args.quick,
-            "starts": starts(args.quick),
-            "methods": args.methods,
-            "protocol": "MNIST seed 0 rows are tuning rows; targets use held-out rows only",
-            "wall_s_this_invocation": wall,
-            "rows": rows,
-            "means": means,
-            "targets": targets,
-        },
-    )
+
+def write_docs(text: str) -> None:
+    """Replace the generated block of docs/search.md and experiments/RESULTS.md."""
+    for doc in (ROOT / "docs" / "search.md", ROOT / "experiments" / "RESULTS.md"):
+        s = doc.read_text()
+        if MARK[0] not in s or MARK[1] not in s:
+            print(f"{doc}: no generated block ({MARK[0]} ... {MARK[1]}); skipped", flush=True)
+            continue
+        head, rest = s.split(MARK[0], 1)
+        tail = rest.split(MARK[1], 1)[1]
+        doc.write_text(f"{head}{MARK[0]}\n{text}\n{MARK[1]}{tail}")
+        print(f"wrote the tables into {doc.relative_to(ROOT)}", flush=True)
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="A few-minute version.")
+    ap.add_argument("--phase", choices=["tuning", "heldout"], default=None)
+    ap.add_argument("--freeze", action="store_true", help="Record the frozen sha256s.")
+    ap.add_argument("--workers", type=int, default=2, help="Processes (one thread each).")
+    ap.add_argument("--out", type=Path, default=None, help="Work folder (default runs/...).")
+    ap.add_argument("--report-only", action="store_true", help="Tables/plots from the JSON.")
+    ap.add_argument("--update-results", action="store_true", help="Use benchmarks/results/.")
+    ap.add_argument("--write-docs", action="store_true", help="Tables into the docs.")
+    return ap.parse_args()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="A few-minute version.")
-    ap.add_argument("--workers", type=int, default=2, help="Processes (one thread each).")
-    ap.add_argument("--methods", default=",".join(METHODS), help="Comma-separated methods.")
-    ap.add_argument("--datasets", default="mnist,fashion-mnist")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--report-only", action="store_true", help="Tables/plots from the JSON.")
-    args = ap.parse_args()
-    args.methods = [m for m in args.methods.split(",") if m]
-    args.datasets = [d for d in args.datasets.split(",") if d]
-    args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    if args.quick:
-        args.datasets = ["mnist"]
+    args = parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    stem = "bench_search_quick" if args.quick else "bench_search"
-    path = RESULTS / f"{stem}.json"
-    rows = load_rows(path)
-    done = {_key(r) for r in rows}
-    todo = [
-        j
-        for j in jobs(args)
-        if any((m, j[1], j[0], j[2]) not in done for m in args.methods) and not args.report_only
-    ]
-    t0 = time.perf_counter()
-    print(f"{len(todo)} jobs to run ({len(done)} rows already in {path.name})", flush=True)
-    if todo:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(max(1, min(args.workers, len(todo)))) as pool:
-            pending = [pool.apply_async(run_job, (j, args.methods, args.quick)) for j in todo]
-            for j, p in zip(todo, pending, strict=True):
-                try:
-                    new = p.get()
-                except Exception as e:  # one failing job must not lose the others' rows
-                    print(f"job {j} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-                    continue
-                rows = [r for r in rows if _key(r) not in {_key(n) for n in new}] + new
-                write(path, rows, args, time.perf_counter() - t0)
-                print(f"done {j}: {len(new)} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
-    write(path, rows, args, time.perf_counter() - t0)
-    data = json.loads(path.read_text())
-    plots(rows, stem)
-    cols = ["dataset", "start", "method", "seeds", "test_acc", "test_acc_std", "val_acc"]
-    cols += ["params", "param_ratio", "epochs", "wall_s"]
-    for split in ("held-out", "tuning"):
-        print(f"\n{split} rows (means over seeds)\n")
-        print(markdown([m for m in data["means"] if m["split"] == split], cols))
-    print("\ntargets (held-out rows, means over seeds; gap = oracle - method, points)\n")
-    tcols = ["dataset", "start", "method", "test_acc", "oracle_test_acc", "gap_points"]
-    tcols += ["epochs_over_one_training", "param_ratio", "within_1_point", "epochs_le_1.5x"]
-    tcols += ["params_3x_fewer", "seeds"]
-    print(markdown(data["targets"], tcols))
-    print(f"wrote {path} and {stem}_*.png ({time.perf_counter() - t0:.0f} s)")
+    bench = QUICK if args.quick else BENCH
+    tag = "quick" if args.quick else "full"
+    work = args.out or ROOT / "runs" / "bench_search" / tag
+    path = RESULTS / f"bench_search{'_quick' if args.quick else ''}.json"
+    if not args.update_results:
+        path = work / "bench_search.json"
+    data = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    if any("kind" not in r for r in data["rows"]):  # rows of the earlier benchmark (issue 10)
+        print(f"{path}: rows of the earlier benchmark (git history keeps them); starting anew")
+        data = {"rows": []}
+    data.update(benchmark="bench_search", quick=args.quick, config=bench, method_files=METHOD_FILES)
+    now = fingerprint(bench)
+    if args.freeze:
+        data["frozen"] = now | {"utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+        save(path, data, bench)
+        print(f"frozen: {len(now['files'])} method files and the config recorded in {path}")
+        return
+    phase = "heldout" if args.quick else args.phase
+    if phase == "heldout" and not args.quick:
+        frozen = data.get("frozen")
+        if not frozen or {k: frozen[k] for k in ("files", "config")} != now:
+            sys.exit(
+                f"bench_search: held-out rows need the frozen protocol: {path} has no matching "
+                "`frozen` record (the method files or BENCH changed since --freeze). Restore "
+                "them, or freeze again only before any held-out row exists."
+            )
+    jobs = []
+    if phase == "tuning":
+        jobs = [(s, seed, "tuning") for s, seed in bench["tuning"]]
+    elif phase == "heldout":
+        gate_jobs = sorted({(s, bench["gate_seed"], "gate") for s, _ in bench["heldout"]})
+        jobs = [(s, seed, "held-out") for s, seed in bench["heldout"]]
+        if not args.report_only:
+            print(f"gate: oracle-depth and fixed on {len(gate_jobs)} starts", flush=True)
+            run_jobs(gate_jobs, bench, work, path, data, args.workers)
+        passed = {n for n, g in data.get("gate", {}).items() if g.get("passed")}
+        jobs = [j for j in jobs if kind_of(j[0]) == "no-harm" or j[0] in passed]
+    if jobs and not args.report_only:
+        print(f"{len(jobs)} jobs ({len(data['rows'])} rows already in {path})", flush=True)
+        run_jobs(jobs, bench, work, path, data, args.workers)
+    save(path, data, bench)
+    text = tables(json.loads(path.read_text()))
+    plot(data, path.with_suffix(""))
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -581,3 +581,43 @@ def test_safe_unpickle_accepts_plain_numpy_pickles():
     pickle.dump({"a": arr, "b": [1, 2]}, buf, protocol=4)
     out = safe_unpickle(buf.getvalue(), "x.pkl")
     assert np.array_equal(out["a"], arr) and out["b"] == [1, 2]
+
+
+# --------------------------------------------------------------------- checkerboard:K
+def test_checkerboard_labels_sizes_and_seeds():
+    from conflicting_bundles.data import checkerboard
+
+    assert "checkerboard:4" in list_datasets()  # `cbundles datasets` lists the family
+    info = dataset_info("checkerboard:6")
+    assert (info.in_shape, info.num_classes) == ((1, 1, 2), 2)
+    tr, te = load_dataset("checkerboard:4", "train"), load_dataset("checkerboard:4", "test")
+    assert (len(tr), len(te)) == (20000, 10000)
+    again = load_dataset("checkerboard:4", "train")
+    assert torch.equal(tr.images, again.images) and torch.equal(tr.labels, again.labels)
+    assert not torch.equal(tr.images[:100], te.images[:100])  # the test set has its own seed
+    # the label from the formula, on the points the network's inputs stand for
+    v = tr.images.reshape(-1, 2).double()
+    x, y = (v[:, 0] + 0.5) / 256, (v[:, 1] + 0.5) / 256
+    want = (torch.floor(4 * x) + torch.floor(4 * y)).long() % 2
+    assert torch.equal(tr.labels, want)
+    assert 0.45 < tr.labels.float().mean() < 0.55  # balanced
+    k8 = load_dataset("checkerboard:8", "train")
+    assert torch.equal(k8.images, tr.images) and not torch.equal(k8.labels, tr.labels)
+    assert checkerboard.parse_k("mnist") is None
+
+
+@pytest.mark.parametrize(
+    "name", ["checkerboard:0", "checkerboard:x", "checkerboard:", "checkerboard:65"]
+)
+def test_checkerboard_bad_k_is_one_clear_line(name):
+    with pytest.raises(ValueError, match="K must be a whole number from 1 to 64") as e:
+        dataset_info(name)
+    assert "\n" not in str(e.value)
+
+
+def test_checkerboard_is_not_augmented():
+    ds = load_dataset("checkerboard:4", "test", limit=64)
+    aug = next(iterate(ds, 64, shuffle=False, augment=True, seed=3))[0]
+    plain = next(iterate(ds, 64, shuffle=False, augment=False))[0]
+    assert torch.equal(aug, plain) and torch.equal(plain, ds.images.float() / 255.0)
+    assert torch.equal(preprocess("checkerboard:4", ds.images), plain)

@@ -11,6 +11,7 @@ import torch
 
 import conflicting_bundles.data as data_mod
 import conflicting_bundles.search.common as common
+from conflicting_bundles.cli.search import RECOMMENDED
 from conflicting_bundles.models import create_model
 from conflicting_bundles.search import (
     Budget,
@@ -28,6 +29,9 @@ from conflicting_bundles.search import (
 )
 
 ALL = [
+    "sh-ladder",
+    "cb-sh",
+    "random",
     "autotune",
     "autotune-warm",
     "autotune-calibrated",
@@ -35,7 +39,6 @@ ALL = [
     "naswot",
     "conflict-at-init",
     "fixed",
-    "random",
 ]
 # The calibrated criterion is tested elsewhere; here the calibrated auto-tune runs with rel:0.01.
 SPECS = [s if s != "autotune-calibrated" else "autotune-calibrated@rel:0.01" for s in ALL]
@@ -153,18 +156,23 @@ def test_every_method_runs_and_touches_test_once(searched):
     assert [r.method for r in results] == SPECS
     assert calls["loads"] > len(SPECS)  # the patch saw the trainings' loads ...
     assert calls["train_test"] == 0  # ... and no training loaded the test set
-    assert calls["final_test"] == len(SPECS)  # one evaluation per final network
     start = tiny()
     sizes = ladder(start)
+    # one evaluation per final network; random's expectation has one per ladder depth
+    assert calls["final_test"] == len(SPECS) - 1 + len(sizes)
     by = {r.method: r for r in results}
     for r in results:
         assert 0.0 <= r.test_acc <= 1.0 and 0.0 <= r.val_acc <= 1.0
-        assert 1 <= r.size <= start.depth and r.params <= r.start_params
-        assert r.epochs >= 0 and r.wall_s > 0
+        assert r.epochs >= 0 and r.wall_s > 0 and r.cpu_s > 0
+        if r.method != "random":
+            assert 1 <= r.size <= start.depth and r.params <= r.start_params
     oracle = by["oracle-depth"]
     assert oracle.epochs == len(sizes) * start.budget.epochs and oracle.trainings == len(sizes)
     assert oracle.val_acc == max(oracle.details["val_acc"])
     assert oracle.size == sizes[oracle.details["val_acc"].index(oracle.val_acc)]
+    rnd = by["random"]
+    assert rnd.size == sizes and rnd.test_acc == pytest.approx(sum(rnd.details["test_acc"]) / 4)
+    assert rnd.details["val_acc"] == oracle.details["val_acc"]  # the same trainings
     for name in ("naswot", "conflict-at-init", "fixed", "random"):
         assert by[name].epochs == start.budget.epochs and by[name].trainings == 1
     scores = [-math.inf if s is None else s for s in by["naswot"].details["scores"]]
@@ -172,7 +180,7 @@ def test_every_method_runs_and_touches_test_once(searched):
     flags = by["conflict-at-init"].details["conflicting"]
     ok = [s for s, f in zip(sizes, flags, strict=True) if not f]
     assert by["conflict-at-init"].size == (ok[-1] if ok else sizes[0])
-    assert by["fixed"].size == 2 and by["random"].size in sizes
+    assert by["fixed"].size == 2
     assert by["autotune"].criterion == "reference"
     assert by["autotune-calibrated@rel:0.01"].criterion == "rel:0.01"
     # the same candidate trained once: fixed and oracle's depth-2 run share their weights
@@ -215,8 +223,18 @@ def test_cli_search(tmp_path):
     r = runner.invoke(app, base + ["--val-split", "400", "--methods", "fixed,nope"])
     assert r.exit_code == 1 and "unknown search method 'nope'" in r.output
     assert not (tmp_path / "runs").exists()  # nothing trained before the spec was checked
-    r = runner.invoke(app, base + ["--val-split", "400", "--methods", "fixed,random"])
+    r = runner.invoke(app, base + ["--val-split", "400", "--optimizer", "lbfgs"])
+    assert r.exit_code == 1 and "unknown optimizer 'lbfgs'" in r.output
+    r = runner.invoke(app, base + ["--val-split", "400", "--optimizer", "adam", "--lr", "2e-3"])
+    assert r.exit_code == 0, r.output  # no --methods: the recommended method beside fixed
+    data = json.loads((tmp_path / "search.json").read_text())
+    assert [x["method"] for x in data["results"]] == [RECOMMENDED, "fixed"]
+    assert data["start"]["budget"]["optimizer"] == "adam"
+    assert data["start"]["budget"]["lr"] == 2e-3
+    cfg = json.loads(next((tmp_path / "runs").glob("*/config.json")).read_text())
+    assert (cfg["optimizer"], cfg["lr"]) == ("adam", 2e-3)  # every training gets the recipe
+    r = runner.invoke(app, base + ["--val-split", "400", "--methods", "recommended,fixed,random"])
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "search.json").read_text())
-    assert [x["method"] for x in data["results"]] == ["fixed", "random"]
+    assert [x["method"] for x in data["results"]] == [RECOMMENDED, "fixed", "random"]
     assert "search from fnn 3x6" in r.output and (tmp_path / "report.html").exists()

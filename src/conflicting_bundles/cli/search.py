@@ -26,8 +26,13 @@ from .common import (
     print_config,
 )
 
-DEFAULT_METHODS = (
-    "autotune,autotune-warm,autotune-calibrated,oracle-depth,naswot,conflict-at-init,fixed,random"
+# What benchmarks/results/bench_search.json recommends (its "recommended"; tests check that
+# they agree): the method `cbundles search` runs beside `fixed` when --methods is not given.
+RECOMMENDED = "sh-ladder"
+DEFAULT_METHODS = f"{RECOMMENDED},fixed"
+ALL_METHODS = (
+    "autotune,autotune-warm,autotune-calibrated,oracle-depth,naswot,conflict-at-init,"
+    "sh-ladder,cb-sh,fixed,random"
 )
 EXTRA_KEYS = ("methods", "out")  # config-file keys besides the SearchStart fields
 RENAMED = {"model": "family", "layers": "blocks"}  # what other commands call these
@@ -47,7 +52,8 @@ def _methods(value) -> list[str]:
     specs = [str(m).strip() for m in items if str(m).strip()]
     if not specs:
         raise error("--methods is empty; name at least one method.")
-    return specs
+    specs = [RECOMMENDED if m == "recommended" else m for m in specs]
+    return list(dict.fromkeys(specs))  # "recommended,sh-ladder" runs it once
 
 
 def resolve_start(file: dict, cli: dict, budget_cli: dict) -> dict:
@@ -104,7 +110,15 @@ def register(app: typer.Typer) -> None:
         ),
         methods: str = typer.Option(
             None,
-            help=f"Comma-separated methods, name or name@criterion (default {DEFAULT_METHODS}).",
+            help="Comma-separated methods, name or name@criterion; `recommended` is "
+            f"{RECOMMENDED} (default {DEFAULT_METHODS}; all: {ALL_METHODS}).",
+        ),
+        optimizer: str = typer.Option(
+            None, help="Optimizer of every training" + B("optimizer") + "."
+        ),
+        lr: str = typer.Option(None, help="Learning rate of every training" + B("lr") + "."),
+        batch_size: int = typer.Option(
+            None, help="Batch size of every training" + B("batch_size") + "."
         ),
         epochs: int = typer.Option(
             None, help="Epochs of every training (the same for all)" + B("epochs") + "."
@@ -132,8 +146,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare depth searches from one start network (docs/search.md).
 
-        Methods: auto-tune (reference, warm, calibrated), oracle-depth, naswot,
-        conflict-at-init, fixed and random.
+        Default: the benchmark's recommended method beside fixed. Methods: auto-tune
+        (reference, warm, calibrated), oracle-depth, naswot, conflict-at-init, sh-ladder,
+        cb-sh, fixed and random.
 
         Every choice uses the validation split; the test set is evaluated once per final
         network. Finished methods in --out are reused (same start), so a rerun resumes.
@@ -142,8 +157,8 @@ def register(app: typer.Typer) -> None:
 
         Example:
 
-          cbundles search --dataset mnist --model fnn --width 25 --depth 100 \\
-            --methods autotune,autotune-calibrated,fixed --epochs 5 --out runs/search
+          cbundles search --dataset checkerboard:4 --width 24 --depth 55 --val-split 5000 \\
+            --optimizer adam --epochs 20 --methods recommended,fixed,autotune
         """
         from ..search import print_comparison, run_methods, write_outputs
 
@@ -163,6 +178,9 @@ def register(app: typer.Typer) -> None:
             device=device,
         )
         budget_cli = given(
+            optimizer=optimizer,
+            lr=None if lr is None else parse_number(lr, "--lr"),
+            batch_size=batch_size,
             epochs=epochs,
             check_epochs=check_epochs,
             train_limit=train_limit,

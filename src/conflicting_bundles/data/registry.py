@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from . import cifar, synthetic
+from . import checkerboard, cifar, synthetic
 from .common import ArrayDataset, CorruptDataError, DatasetError, DatasetNotFoundError
 from .sources import (
     SPLITS,
@@ -62,8 +62,9 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 SOURCES: Registry[Source] = Registry(
     "dataset",
-    unknown="unknown dataset {name!r}; known: {names}; or folder:PATH (a folder of class "
-    "sub-folders of images), or a name registered with data.from_torch(...)",
+    unknown="unknown dataset {name!r}; known: {names}; or checkerboard:K (K = 1..64), or "
+    "folder:PATH (a folder of class sub-folders of images), or a name registered with "
+    "data.from_torch(...)",
 )
 
 
@@ -93,14 +94,21 @@ for _builtin in (
         "gray",
         (synthetic.SIZES["train"], synthetic.SIZES["test"]),
     ),
+    checkerboard.CheckerboardSource.of(checkerboard.DEFAULT_K),  # listed; any K works
 ):
     register_source(_builtin)
 del _builtin
 
 
+_CHECKERBOARDS: dict[int, Source] = {}
+
+
 def _source(name: str) -> Source:
     if name in SOURCES:
         return SOURCES.get(name)
+    k = checkerboard.parse_k(name)
+    if k is not None:
+        return _CHECKERBOARDS.setdefault(k, checkerboard.CheckerboardSource.of(k))
     from .user import user_source  # folder:PATH and from_torch(...) data
 
     src = user_source(name)
@@ -120,7 +128,10 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def recipe_of(name: str) -> str:
     """The preprocessing recipe (see augment.py) of a dataset."""
-    return _source(name).recipe
+    recipe = _source(name).recipe
+    if recipe == checkerboard.RECIPE:
+        checkerboard.install_recipe()
+    return recipe
 
 
 def _missing_message(src: Source, root: Path, fetch_error: Exception | None) -> str:

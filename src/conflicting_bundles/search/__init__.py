@@ -5,6 +5,7 @@ start = SearchStart("fnn", width=25, depth=100, dataset="mnist", budget=Budget(e
 result = create_search("oracle-depth").run(start, "runs/search")   # -> SearchResult
 """
 
+from . import halving as _halving  # noqa: F401  (registers sh-ladder, cb-sh, random)
 from . import methods as _methods  # noqa: F401  (registers the methods)
 from .common import ladder, test_accuracy
 from .compare import print_comparison, run_methods, write_outputs

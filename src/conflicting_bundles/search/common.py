@@ -63,6 +63,8 @@ def train_config(start: SearchStart, size: Size, out: Path, **overrides) -> Trai
         data_dir=start.data_dir,
         epochs=b.epochs,
         batch_size=b.batch_size,
+        optimizer=b.optimizer,
+        lr=b.lr,
         seed=start.seed,
         train_limit=b.train_limit,
         val_split=b.val_split,
@@ -83,13 +85,14 @@ def train_config(start: SearchStart, size: Size, out: Path, **overrides) -> Trai
 @dataclass
 class Trained:
     """One finished training: its directory, final weights, validation accuracy of the final
-    weights, epochs trained and wall seconds (measured when it ran, also when reused)."""
+    weights, epochs trained, wall and CPU seconds (measured when it ran, also when reused)."""
 
     run_dir: Path
     model: nn.Module
     val_acc: float | None
     epochs: int
     wall_s: float
+    cpu_s: float = 0.0
 
 
 def last_val_acc(run_dir: Path) -> float | None:
@@ -115,21 +118,50 @@ def _same_config(run_dir: Path, cfg: TrainConfig) -> bool:
 
 def train_candidate(start: SearchStart, size: Size, work_dir: Path) -> Trained:
     """Train ``size`` with the start's budget into work_dir/runs/<size>, or reuse a finished
-    run of the same config there (its recorded wall time is reported)."""
+    run of the same config there (its recorded wall and CPU time are reported)."""
     run_dir = Path(work_dir) / "runs" / f"{model_name(start)}-{size_name(size)}"
-    cfg = train_config(start, size, run_dir)
-    cost_path = run_dir / COST_FILE
-    if cost_path.exists() and _same_config(run_dir, cfg):
-        wall = float(json.loads(cost_path.read_text())["wall_s"])
+    return train_to(start, size, run_dir, start.budget.epochs)
+
+
+def _cost(run_dir: Path) -> dict:
+    try:
+        d = json.loads((run_dir / COST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def train_to(start: SearchStart, size: Size, run_dir: Path, epochs: int) -> Trained:
+    """``size`` trained for ``epochs`` epochs in total in ``run_dir``: reused when it holds
+    exactly that many, resumed (continued, same data order as one longer run) when it holds
+    fewer, trained from scratch otherwise. wall_s/cpu_s add up every part (search_cost.json
+    keeps the running totals per completed epoch count)."""
+    cfg = train_config(start, size, run_dir, epochs=epochs)
+    same = _same_config(run_dir, cfg)
+    done = epochs_trained(run_dir) if same else 0
+    cost = _cost(run_dir) if same else {}
+    stopped = cost.get("status") == "diverged" and cost.get("epochs") == done  # as good as done
+    if same and (done == epochs or stopped) and cost.get("epochs") == done and done > 0:
         model, _ = runs.load_model(run_dir, "last")
-        return Trained(run_dir, model, last_val_acc(run_dir), epochs_trained(run_dir), wall)
-    resume = (run_dir / "checkpoints" / "last.pt").exists() and _same_config(run_dir, cfg)
-    t0 = time.perf_counter()
+        wall, cpu = float(cost["wall_s"]), float(cost.get("cpu_s", 0.0))
+        return Trained(run_dir, model, last_val_acc(run_dir), done, wall, cpu)
+    resume = (
+        same
+        and 0 < done < epochs
+        and cost.get("epochs") == done
+        and (run_dir / "checkpoints" / "last.pt").exists()
+    )
+    base_w, base_c = (float(cost["wall_s"]), float(cost.get("cpu_s", 0.0))) if resume else (0, 0)
+    t0, c0 = time.perf_counter(), time.process_time()
     res = train(cfg, resume=resume, force=not resume)
-    wall = time.perf_counter() - t0
-    runs.write_json(cost_path, {"wall_s": wall, "status": res.status})
+    wall = base_w + time.perf_counter() - t0
+    cpu = base_c + time.process_time() - c0
+    done = epochs_trained(run_dir)
+    runs.write_json(
+        run_dir / COST_FILE, {"wall_s": wall, "cpu_s": cpu, "epochs": done, "status": res.status}
+    )
     model = res.model.to("cpu").eval()
-    return Trained(run_dir, model, last_val_acc(run_dir), epochs_trained(run_dir), wall)
+    return Trained(run_dir, model, last_val_acc(run_dir), done, wall, cpu)
 
 
 def train_part(start: SearchStart):
@@ -172,6 +204,7 @@ def finish(
     trainings: int,
     wall_s: float,
     details: dict | None = None,
+    cpu_s: float | None = None,
 ) -> SearchResult:
     """The SearchResult of a final network: cost measured, test set evaluated once."""
     info = dataset_info(start.dataset)
@@ -204,5 +237,6 @@ def finish(
         trainings=trainings,
         wall_s=wall_s,
         criterion=criterion,
+        cpu_s=cpu_s,
         details=details or {},
     )

@@ -9,14 +9,15 @@
   the argmax.
 - ``conflict-at-init``: the deepest ladder depth whose last layer is not conflicting at
   initialisation (under ``criterion``); train only that.
-- ``fixed``: a small default (FNN depth 2; conv one block per stage); ``random``: a ladder
-  depth picked with the run seed. Both are floors.
+- ``fixed``: a small default (FNN depth 2; conv one block per stage), a floor.
+
+Successive halving (``sh-ladder``, ``cb-sh``) and ``random`` (an expectation over the ladder)
+are in halving.py.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from pathlib import Path
 
@@ -43,8 +44,21 @@ from .records import SearchResult, SearchStart
 from .registry import register_search
 
 
-def _from_trained(name: str, crit: str | None, start: SearchStart, t: Trained, extra_s=0.0, **d):
-    return finish(name, crit, start, t.model, t.val_acc, t.epochs, 1, t.wall_s + extra_s, d)
+def _from_trained(
+    name: str, crit: str | None, start: SearchStart, t: Trained, extra_s=0.0, extra_cpu=0.0, **d
+):
+    return finish(
+        name,
+        crit,
+        start,
+        t.model,
+        t.val_acc,
+        t.epochs,
+        1,
+        t.wall_s + extra_s,
+        d,
+        cpu_s=t.cpu_s + extra_cpu,
+    )
 
 
 class Autotune:
@@ -73,6 +87,7 @@ class Autotune:
             train=tcfg.to_dict(),
         )
         started = (out / "autotune_state.json").exists()
+        c0 = time.process_time()
         res = autotune(
             cfg, resume=started, force=not started, console=make_console(quiet=not start.progress)
         )
@@ -103,6 +118,7 @@ class Autotune:
             len(res.steps),
             res.wall_time,
             details,
+            cpu_s=time.process_time() - c0,  # this invocation's (a resumed one: its part only)
         )
 
 
@@ -145,6 +161,7 @@ class OracleDepth:
             len(trained),
             sum(x.wall_s for _, x in trained),
             {"ladder": [size_name(s) for s, _ in trained], "val_acc": vals},
+            cpu_s=sum(x.cpu_s for _, x in trained),
         )
 
 
@@ -158,18 +175,19 @@ class Naswot:
         self.name = "naswot"
 
     def run(self, start: SearchStart, work_dir: Path) -> SearchResult:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x, _ = first_batch(
             train_part(start), start.budget.score_batch, shuffle=True, seed=start.seed
         )
         sizes = ladder(start)
         scores = [naswot_score(fresh_model(start, s), x, start.family) for s in sizes]
         pick = max(range(len(sizes)), key=lambda i: scores[i])  # -inf everywhere: the shallowest
-        score_s = time.perf_counter() - t0
+        score_s, score_c = time.perf_counter() - t0, time.process_time() - c0
         t = train_candidate(start, sizes[pick], work_dir)
         shown = [None if math.isinf(s) else s for s in scores]
+        sizes_shown = [size_name(s) for s in sizes]
         return _from_trained(
-            self.name, None, start, t, score_s, ladder=[size_name(s) for s in sizes], scores=shown
+            self.name, None, start, t, score_s, score_c, ladder=sizes_shown, scores=shown
         )
 
 
@@ -183,7 +201,7 @@ class ConflictAtInit:
         self.name = "conflict-at-init"
 
     def run(self, start: SearchStart, work_dir: Path) -> SearchResult:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         b = start.budget
         batch = first_batch(train_part(start), b.samples, shuffle=False, seed=start.seed)
         ncls = dataset_info(start.dataset).num_classes
@@ -200,7 +218,7 @@ class ConflictAtInit:
             flags.append(bool(last.conflicting))
         ok = [i for i, f in enumerate(flags) if not f]
         pick = ok[-1] if ok else 0
-        score_s = time.perf_counter() - t0
+        score_s, score_c = time.perf_counter() - t0, time.process_time() - c0
         t = train_candidate(start, sizes[pick], work_dir)
         return _from_trained(
             self.name,
@@ -208,6 +226,7 @@ class ConflictAtInit:
             start,
             t,
             score_s,
+            score_c,
             ladder=[size_name(s) for s in sizes],
             conflicting=flags,
         )
@@ -227,18 +246,4 @@ class Fixed:
             size = min(self.depth, start.depth)
         else:
             size = tuple(1 if b else 0 for b in start.blocks)
-        return _from_trained(self.name, None, start, train_candidate(start, size, work_dir))
-
-
-@register_search("random")
-class RandomDepth:
-    """A ladder depth drawn with the run seed."""
-
-    criterion = None
-
-    def __init__(self) -> None:
-        self.name = "random"
-
-    def run(self, start: SearchStart, work_dir: Path) -> SearchResult:
-        size = random.Random(start.seed).choice(ladder(start))
         return _from_trained(self.name, None, start, train_candidate(start, size, work_dir))

@@ -28,7 +28,8 @@ class Budget:
     val_split: samples of those held out for validation (seeded by val_seed, independent of
     the run seed); test_limit: first N test samples for the single final evaluation;
     check_epochs: auto-tune checks for conflicts while epoch < check_epochs; samples: N of
-    the bundle metric; score_batch: samples of the training-free scores (naswot).
+    the bundle metric; score_batch: samples of the training-free scores (naswot);
+    optimizer, lr: the training recipe of every training (train.config.OPTIMIZERS).
     """
 
     epochs: int = 5
@@ -40,8 +41,18 @@ class Budget:
     batch_size: int = 64
     samples: int = 64
     score_batch: int = 128
+    optimizer: str = "radam-lookahead"
+    lr: float = 1e-3
 
     def __post_init__(self) -> None:
+        from ..train.config import OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}."
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}.")
         if self.epochs < 1 or self.batch_size < 1 or self.samples < 1 or self.score_batch < 2:
             raise ValueError("epochs, batch_size, samples >= 1 and score_batch >= 2 are required.")
         if self.check_epochs < 0:
@@ -150,8 +161,9 @@ class SearchResult:
     accuracy of the final weights on the validation split; test_acc: the same weights on the
     test set, evaluated once after the method had made every choice; epochs: training epochs
     over all the method's trainings; trainings: how many networks it trained (or started);
-    wall_s: wall time of those trainings plus any scoring; criterion: the bundle criterion the
-    method used (None for methods that use none).
+    wall_s: wall time of those trainings plus any scoring; cpu_s: CPU seconds of the same
+    (the machine may be shared: wall time then grows, CPU time does not); criterion: the
+    bundle criterion the method used (None for methods that use none).
     """
 
     method: str
@@ -170,6 +182,7 @@ class SearchResult:
     trainings: int
     wall_s: float
     criterion: str | None = None
+    cpu_s: float | None = None
     details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
