@@ -292,6 +292,7 @@ def parse_args():
     ap.add_argument("--report-only", action="store_true", help="Tables/plots from the JSON.")
     ap.add_argument("--update-results", action="store_true", help="Use benchmarks/results/.")
     ap.add_argument("--write-docs", action="store_true", help="Tables into the docs.")
+    ap.add_argument("--starts", default=None, help="Only these starts (comma-separated).")
     return ap.parse_args()
 
 
@@ -325,16 +326,29 @@ def main() -> None:
                 "them, or freeze again only before any held-out row exists."
             )
     jobs = []
+    only = set(args.starts.split(",")) if args.starts else None
+    if only and not only <= set(bench["starts"]):
+        sys.exit(f"bench_search: unknown --starts {sorted(only - set(bench['starts']))}; "
+                 f"choose from {', '.join(bench['starts'])}.")  # fmt: skip
     if phase == "tuning":
         jobs = [(s, seed, "tuning") for s, seed in bench["tuning"]]
     elif phase == "heldout":
-        gate_jobs = sorted({(s, bench["gate_seed"], "gate") for s, _ in bench["heldout"]})
+        gate_jobs = sorted(
+            {
+                (s, bench["gate_seed"], "gate")
+                for s, _ in bench["heldout"]
+                if kind_of(s) != "no-harm"
+            }
+        )
         jobs = [(s, seed, "held-out") for s, seed in bench["heldout"]]
+        gate_jobs = [j for j in gate_jobs if not only or j[0] in only]
         if not args.report_only:
             print(f"gate: oracle-depth and fixed on {len(gate_jobs)} starts", flush=True)
             run_jobs(gate_jobs, bench, work, path, data, args.workers)
         passed = {n for n, g in data.get("gate", {}).items() if g.get("passed")}
         jobs = [j for j in jobs if kind_of(j[0]) == "no-harm" or j[0] in passed]
+    if only:
+        jobs = [j for j in jobs if j[0] in only]
     if jobs and not args.report_only:
         print(f"{len(jobs)} jobs ({len(data['rows'])} rows already in {path})", flush=True)
         run_jobs(jobs, bench, work, path, data, args.workers)
