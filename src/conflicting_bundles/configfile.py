@@ -29,6 +29,7 @@ __all__ = [
     "ConfigFileError",
     "check_fields",
     "check_types",
+    "command_line_only",
     "field_default",
     "merge",
     "read_config_file",
@@ -44,9 +45,18 @@ class ConfigFileError(ValueError):
 
 
 MAX_VALUES = 10_000  # a config has ~100 fields; more means YAML aliases expanding (a bomb)
-# dataclass field metadata key: the field may be turned on only by the command line or Python;
-# its value says why (check_fields puts it in the refusal).
+# dataclass field metadata key: the field may be set only by the command line or Python (it
+# chooses code to run: an opt-in to unpickle, a factory path to import); its value says why
+# (check_fields puts it in the refusal). COMMAND_LINE_ONLY_WHEN, if there, is a predicate on
+# the file's value: only values for which it is true are refused (model: "fnn" is fine,
+# model: "pkg.module:function" is not); without it every truthy value is refused.
 COMMAND_LINE_ONLY = "command_line_only"
+COMMAND_LINE_ONLY_WHEN = "command_line_only_when"
+
+
+def command_line_only(reason: str, when=bool) -> dict:
+    """Field metadata: refuse a config file's value ``v`` of this field when ``when(v)``."""
+    return {COMMAND_LINE_ONLY: reason, COMMAND_LINE_ONLY_WHEN: when}
 
 
 def _size_ok(data, limit: int = MAX_VALUES) -> bool:
@@ -165,7 +175,9 @@ def check_fields(
     values converted (check_types). ``extra`` keys are allowed besides the fields; ``renamed``
     maps old or mistaken names to the field meant ({"blocks": "block_regex"}); ``hint`` ends
     the message. A field whose metadata has COMMAND_LINE_ONLY (an opt-in that lets a file run
-    code) is refused when the file turns it on: a file handed on must not carry it."""
+    code, a factory path that imports code) is refused when the file sets it to a value its
+    COMMAND_LINE_ONLY_WHEN predicate accepts (default: any truthy value): a file handed on must
+    not choose code to run."""
     nested = nested or {}
     valid = [f.name for f in dataclasses.fields(cls)] + list(extra)
     hint = hint or _hint(cls)
@@ -180,13 +192,7 @@ def check_fields(
         values = check_types(values, annotations, where)
     except ValueError as e:
         raise ConfigFileError(str(e)) from None
-    for f in dataclasses.fields(cls):  # after check_types: a quoted 'false' is False by now
-        if f.metadata.get(COMMAND_LINE_ONLY) and values.get(f.name):
-            raise ConfigFileError(
-                f"{where}: {f.name} cannot be turned on from a config file: "
-                f"{f.metadata[COMMAND_LINE_ONLY]} Remove it from the file and pass "
-                f"--{f.name.replace('_', '-')} on the command line if you mean it."
-            )
+    _refuse_command_line_only(values, cls, where)
     for key, sub in nested.items():
         if values.get(key) is None:
             continue
@@ -194,6 +200,28 @@ def check_fields(
             raise ConfigFileError(f"{where}: {key} must be a mapping of {sub.__name__} fields.")
         values[key] = check_fields(values[key], sub, f"{where} ({key})", hint=_hint(sub))
     return values
+
+
+def _refuse_command_line_only(values: dict, cls: type, where: str) -> None:
+    """ConfigFileError for a COMMAND_LINE_ONLY field the file sets (runs after check_types:
+    a quoted 'false' is False by now)."""
+    for f in dataclasses.fields(cls):
+        reason = f.metadata.get(COMMAND_LINE_ONLY)
+        if not reason or f.name not in values:
+            continue
+        when = f.metadata.get(COMMAND_LINE_ONLY_WHEN, bool)
+        v = values[f.name]
+        try:
+            refused = bool(when(v))
+        except (TypeError, ValueError, AttributeError):
+            refused = True  # a value the predicate cannot judge is not trusted either
+        if refused:
+            what = "turned on" if when is bool else f"set to {v!r}"
+            raise ConfigFileError(
+                f"{where}: {f.name} cannot be {what} from a config file: {reason} Remove it "
+                f"from the file and pass --{f.name.replace('_', '-')} on the command line if "
+                "you mean it."
+            )
 
 
 def _hint(cls: type) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..configfile import COMMAND_LINE_ONLY
+from ..configfile import COMMAND_LINE_ONLY, command_line_only
 from ..measurespec import MeasureSpec
+from .loading import imports_code
 from .runner import SCORERS
 
 __all__ = ["PruneConfig", "RENAMED_FIELDS", "DEFAULT_SCORE_SAMPLES"]
@@ -20,16 +21,18 @@ RENAMED_FIELDS = {"blocks": "block_regex", "samples": "n_samples"}
 # Training samples loaded for scoring when n_samples is not given; each scorer then reads its
 # own default number of them (Scorer.n_samples: conflict and loss 64, the others 256).
 DEFAULT_SCORE_SAMPLES = 256
+_IMPORTS = "an import path (package.module:callable) imports and calls the code it names."
 
 
 @dataclass
 class PruneConfig:
     """Everything ``cbundles prune`` needs; see :func:`command.run_prune`."""
 
-    model: str
+    model: str = field(metadata=command_line_only(_IMPORTS, when=imports_code))
     dataset: str | None = None  # image dataset name; or text=
     text: str | None = None  # sentence file (one per line, optionally topic<TAB>sentence)
-    arch: str | None = None  # model spec for a state-dict file
+    # model spec for a state-dict file (and the import path of a pruned directory's base)
+    arch: str | None = field(default=None, metadata=command_line_only(_IMPORTS, imports_code))
     trust_pickle: bool = field(  # opt-in to unpickle a module file: it runs the file's code
         default=False,
         metadata={COMMAND_LINE_ONLY: "unpickling a module file runs code stored in that file."},

@@ -39,6 +39,7 @@ __all__ = [
     "train_stream",
     "split_sentences",
     "require",
+    "imports_code",
 ]
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -91,6 +92,16 @@ def build_spec(spec: str, model_kwargs: dict | None = None, map_location: str = 
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec}() returned a {type(model).__name__}, not an nn.Module.")
     return model
+
+
+def imports_code(spec) -> bool:
+    """Whether model spec ``spec`` is an import path (package.module:callable) that imports
+    and calls the code it names: such a spec is taken from the command line or Python only,
+    never from a config file or a pruned.json (timm:NAME and hf:PATH name no code)."""
+    if not isinstance(spec, str):
+        return False  # None (no spec); other types are refused by the type check
+    module = spec.partition(":")[0]
+    return ":" in spec and not spec.startswith(("hf:", "timm:")) and "/" not in module
 
 
 def _is_spec(spec: str) -> bool:
@@ -155,13 +166,25 @@ def _from_spec_or_name(spec: str, kw: dict, map_location: str):
     )
 
 
-def _base_factory(base: dict, map_location: str) -> Callable[[], nn.Module]:
+def _base_factory(
+    base: dict, map_location: str, path: Path, arch: str | None = None
+) -> Callable[[], nn.Module]:
+    """How to build a pruned directory's base. An import path recorded in pruned.json is
+    imported only when the caller names it again (``arch=`` / --arch): a folder handed on
+    never chooses code to run."""
     if base.get("arch"):
         from ..models import create_model
 
         return lambda: create_model(**base["arch"])
-    if base.get("spec"):
-        return lambda: build_spec(base["spec"], base.get("kwargs"), map_location)
+    spec = base.get("spec")
+    if spec:
+        if imports_code(spec) and arch != spec:
+            raise ValueError(
+                f"{path / 'pruned.json'} says its base is built by {spec!r}, an import path: "
+                f"name it to rebuild the model (--arch {spec}, or arch=...); code named by a "
+                "pruned directory is never imported on its own."
+            )
+        return lambda: build_spec(spec, base.get("kwargs"), map_location)
     raise ValueError("pruned.json has no base (arch or spec)")
 
 
@@ -188,7 +211,8 @@ def load_model(
                     f"{path} is a pruned model without a base in pruned.json: rebuild it in "
                     "Python with load_pruned(factory, path)."
                 )
-            model = load_pruned(_base_factory(base, map_location), path, map_location)
+            factory = _base_factory(base, map_location, path, arch)
+            model = load_pruned(factory, path, map_location)
             return model.eval(), base
         if (path / "arch.json").is_file():
             return _load_run_dir(path, map_location)

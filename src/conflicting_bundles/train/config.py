@@ -9,6 +9,8 @@ from pathlib import Path
 
 from torch import nn
 
+from ..configfile import command_line_only
+from ..factory import is_factory_path
 from ..metric import Criterion
 from ..rundir import ConfigMismatchError, config_differences
 
@@ -33,7 +35,14 @@ TIME_COLUMNS = ("epoch_time", "train_time", "measure_time")  # differ between id
 class TrainConfig:
     """Everything that defines a training run (config.json holds the resolved version)."""
 
-    model: str = "fnn"
+    # A registered model name, or (command line / Python only) a factory path
+    # "package.module:function": a config file never names code to import.
+    model: str = field(
+        default="fnn",
+        metadata=command_line_only(
+            "a model factory path imports and calls the code it names.", when=is_factory_path
+        ),
+    )
     model_kwargs: dict = field(default_factory=dict)  # e.g. {"width": 10, "depth": 50}
     dataset: str = "mnist"
     data_dir: str | None = None  # None: $CBUNDLES_DATA, else ~/.cache/conflicting-bundles
@@ -148,7 +157,6 @@ class TrainConfig:
 
     def _validate_names(self) -> None:
         """Model, dataset and device names (so --print-config catches a typo, not the run)."""
-        from ..factory import is_factory_path
         from ..models import model_signature
 
         for name in ("model", "dataset", "device"):
