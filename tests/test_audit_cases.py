@@ -115,8 +115,8 @@ def good_run(tmp_path_factory):
 def _damage(good, dst, kind):
     shutil.copytree(good, dst)
     ck = dst / "checkpoints"
-    if kind == "trunc_best":
-        f = ck / "best.pt"
+    if kind == "trunc_last":  # prune reads last.pt, as every command on a run
+        f = ck / "last.pt"
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     elif kind == "zero_last":
         for n in ("last.pt", "best.pt"):
@@ -134,9 +134,9 @@ def _damage(good, dst, kind):
 @pytest.mark.parametrize(
     "kind, fragments",
     [
-        ("trunc_best", ["best.pt", "damaged", "last.pt"]),
-        ("zero_last", ["best.pt", "empty (0 bytes)"]),
-        ("garbage_last", ["best.pt", "damaged", "weights_only=True"]),
+        ("trunc_last", ["last.pt", "damaged"]),
+        ("zero_last", ["last.pt", "empty (0 bytes)"]),
+        ("garbage_last", ["last.pt", "damaged", "weights_only=True"]),
         ("bad_arch", ["arch.json", "unreadable"]),
         ("arch_not_model", ["arch.json", "does not describe a model"]),
     ],

@@ -176,10 +176,10 @@ def test_a_run_directory_brings_its_dataset_and_names_its_weights(tmp_path):
     assert res.exit_code == 0, res.output
     text = flat(res.output)
     assert "dataset synthetic (the run's" in text
-    assert "weights: checkpoints/best.pt, epoch 1" in text
+    assert "weights: checkpoints/last.pt, epoch 1" in text
     assert summary(out)["config"]["dataset"] == "synthetic"
     base = json.loads((out / "pruned.json").read_text())["base"]
-    assert (base["checkpoint"], base["epoch"]) == ("best.pt", 1)
+    assert (base["checkpoint"], base["epoch"]) == ("last.pt", 1)
     # the pruned folder is no run directory: it needs --dataset, and names no checkpoint
     res = cli("--model", str(out), "--remove", "1", "--out", str(tmp_path / "p2"))
     assert res.exit_code != 0 and "exactly one of --dataset" in flat(res.output)

@@ -58,6 +58,17 @@ def test_val_split_rows_summary_and_best(tmp_path):
     assert runs.load_config(tmp_path / "r")["val_split"] == 64
 
 
+def test_best_checkpoint_is_never_chosen_on_test_data(tmp_path):
+    """Without a validation split best.pt follows training accuracy, even with the test set
+    evaluated every epoch (issue 21, 7b): the test set never takes part in a choice."""
+    res = train(tiny(tmp_path / "r", epochs=3))
+    rows = res.metrics[1:]
+    assert all(r["test_acc"] is not None for r in rows)
+    best = runs.load_checkpoint(tmp_path / "r", "best")["best"]
+    assert best["metric"] == "train_acc"
+    assert best["value"] == max(r["train_acc"] for r in rows)
+
+
 def test_val_split_independent_of_run_seed(tmp_path):
     """Runs of different seeds share one validation set; another val_seed gives another."""
     from conflicting_bundles.train import load_splits

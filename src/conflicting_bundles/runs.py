@@ -8,7 +8,8 @@ A run directory holds::
     layers.csv           per-layer bundle rows (only when every probe point is measured)
     summary.json         final figures (written when the run ends)
     measure.csv          written by ``cbundles measure``
-    checkpoints/         last.pt (every epoch), best.pt (best test accuracy), epoch-NNN.pt
+    checkpoints/         last.pt (every epoch), best.pt (best validation accuracy, else
+                         training accuracy; never test data), epoch-NNN.pt
     tb/                  TensorBoard event files
 
 Every write goes to a temporary file in the same folder first and is then renamed over the

@@ -150,7 +150,7 @@ def _load(cfg: PruneConfig, say: Callable[[str], None]) -> tuple[nn.Module, dict
     model, base = load_model(cfg.model, cfg.device, cfg.arch, cfg.trust_pickle, cfg.model_kwargs)
     if cfg.run_dir() is not None and base and base.get("checkpoint"):  # which weights
         epoch = "" if base.get("epoch") is None else f", epoch {base['epoch']}"
-        say(f"weights: checkpoints/{base['checkpoint']}{epoch} (best.pt, else last.pt)")
+        say(f"weights: checkpoints/{base['checkpoint']}{epoch} (the default of every command)")
     return model.to(cfg.device), base
 
 

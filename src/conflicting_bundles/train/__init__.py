@@ -13,7 +13,8 @@ are named alternatives, recorded in config.json and summary.json.
 
 Validation: ``val_split=N`` holds out N training samples (a subset fixed by ``val_seed``,
 independent of ``seed``); training, augmentation and bundle measurement use only the rest,
-``val_acc`` is measured with ``test_acc``, and best.pt is chosen by val_acc. ``test_eval=False``
+``val_acc`` is measured with ``test_acc``, and best.pt is chosen by val_acc (without a split by
+train_acc, never by test data). ``test_eval=False``
 never touches the test set.
 
 Epoch numbering: row 0 is the model at initialisation (bundle metrics only); row e >= 1 holds
