@@ -158,7 +158,8 @@ def test_train_bad_config_file_is_one_clear_error(tmp_path):
 
 def test_default_model_is_the_dataclass_default():
     r = run("train", "--print-config")
-    assert r.exit_code == 1 and f"model {TrainConfig.model} needs --width" in r.output
+    assert r.exit_code == 0 and f"model: {TrainConfig.model}\n" in r.output
+    assert "model_kwargs: {width: 25, depth: 10}" in r.output  # the fnn factory's defaults
 
 
 # ---------------------------------------------------------------------- autotune / search

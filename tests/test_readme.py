@@ -218,3 +218,31 @@ def test_every_readme_command(cli, tiny_run, tmp_path, monkeypatch, capsys):
         )
     assert not failures, "\n\n".join(failures)
     assert len(ran) + len(helped) == len(commands) and len(ran) >= 6
+
+
+# ------------------------------------------------------------------ as a reader types them
+def setup_lines(text: str) -> list[str]:
+    """The shell lines of the README's first ```bash block that are not `make` targets: the
+    step that puts `cbundles` on PATH after `make run` / `make test` (issue 24, item 1)."""
+    block = re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)[0]
+    lines = [shlex.split(ln, comments=True) for ln in block.splitlines()]
+    return [shlex.join(w) for w in lines if w and w[0] != "make"]
+
+
+def test_readme_commands_run_in_a_shell_after_its_setup_lines(tmp_path):
+    """In a fresh shell whose PATH holds no venv, the README's set-up lines followed by a
+    command of its table, typed as written, find `cbundles` and succeed."""
+    import subprocess
+    import sys
+
+    if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        pytest.skip("checks the README's .venv (run by `make test`)")  # e.g. .venv-vision
+    steps = setup_lines(README.read_text())
+    assert steps, "the README's first bash block has no step after `make` (activation)"
+    typed = next(c for c in cbundles_commands(README.read_text()) if c == "cbundles datasets")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CBUNDLES_DATA": str(tmp_path / "d")}
+    script = " && ".join([*steps, "command -v cbundles", typed])
+    res = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.splitlines()[0] == str(REPO / ".venv" / "bin" / "cbundles")

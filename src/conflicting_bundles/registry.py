@@ -21,6 +21,7 @@ This module is the bottom layer: it imports nothing from the package.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
@@ -94,11 +95,13 @@ class Registry(Generic[T]):
         """The ValueError for an unknown ``name``, listing the registered names (to raise
         from a lookup that tries other places first)."""
         names = sorted(self._entries) if self.sort else self.names()
-        return ValueError(
-            self.unknown.format(
-                what=self.what, plural=self.plural, name=name, names=", ".join(names) or "(none)"
-            )
+        msg = self.unknown.format(
+            what=self.what, plural=self.plural, name=name, names=", ".join(names) or "(none)"
         )
+        close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
+        if close:  # "unknown dataset 'mnsit' (did you mean 'mnist'?); known: ..."
+            msg = msg.replace(repr(name), f"{name!r} (did you mean {close[0]!r}?)", 1)
+        return ValueError(msg)
 
     @overload
     def get(self, name: str) -> T: ...

@@ -85,15 +85,25 @@ def model_args(pairs: list[str]) -> dict:
     return out
 
 
+def fnn_defaults() -> dict:
+    """The fnn factory's own default width and depth."""
+    import inspect
+
+    from ..models.fnn import fnn
+
+    params = inspect.signature(fnn).parameters
+    return {k: params[k].default for k in ("width", "depth")}
+
+
 def model_kwargs(model, width, depth, blocks, layers, width_mult, args, base=None) -> dict:
     """The model factory's keyword arguments from the shape options of `train`/`autotune`, on
     top of ``base`` (a config file's model_kwargs)."""
     kw: dict = dict(base or {})
     given = {"--width": width, "--depth": depth}
-    if model in FNN_MODELS:
+    if model in FNN_MODELS:  # without --width/--depth the model's own defaults (10 x 25),
         kw.update({k: v for k, v in (("width", width), ("depth", depth)) if v is not None})
-        if kw.get("width") is None or kw.get("depth") is None:
-            raise error("model fnn needs --width and --depth (hidden layers and their units).")
+        for k, v in fnn_defaults().items():  # written into config.json
+            kw.setdefault(k, v)
     elif any(v is not None for v in given.values()):
         raise error(f"--width/--depth apply to fnn only; {model} uses --layers or --blocks.")
     conv = {"--blocks": blocks, "--layers": layers, "--width-mult": width_mult}

@@ -6,7 +6,8 @@ Model specs (:func:`load_model`):
 - ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, **model_kwargs)``;
 - ``hf:PATH`` (or a directory with ``config.json``): a Hugging Face model saved with
   ``save_pretrained``; the class named in ``config.architectures`` (else ``AutoModel``);
-- a run directory of this project (``arch.json`` + ``checkpoints/best.pt`` or ``last.pt``);
+- a run directory of this project (``arch.json`` + ``checkpoints/last.pt``, the checkpoint every
+  command reads by default);
 - a directory written by ``save_pruned`` (``pruned.json`` records how to build its base);
 - a state-dict file (or a checkpoint with a "model"/"state_dict" entry) plus ``arch=`` one of
   the specs above; loaded with ``weights_only=True``;
@@ -46,15 +47,23 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 # ------------------------------------------------------------------------------ models
-def require(module: str, extra: str = "vision"):
-    """Import an optional dependency, or say how to install it."""
+SETUP_REAL = (
+    "run `make setup-real` in the repository (it creates .venv-vision with torch==2.14.1 "
+    "torchvision==0.29.1, timm and transformers) and use .venv-vision/bin/cbundles "
+    "(docs/prune.md)"
+)
+
+
+def require(module: str):
+    """Import an optional dependency, or say how to get it: the one install story for
+    torchvision/timm/transformers is the second environment of ``make setup-real`` (torchvision
+    does not import beside the pinned CPU torch of .venv)."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ValueError(
-            f"{module} is not importable here ({e}); install it, e.g. "
-            f'pip install "conflicting-bundles[{extra}]" (see docs/prune.md).'
-        ) from e
+        known = module.split(".")[0] in ("torchvision", "timm", "transformers")
+        how = SETUP_REAL if known else "install it in this environment or put it on PYTHONPATH"
+        raise ValueError(f"{module} is not importable here ({e}); {how}.") from e
 
 
 def _hf_model(path: str, map_location: str) -> nn.Module:
@@ -233,7 +242,8 @@ def load_model(
 
 
 def _load_run_dir(path: Path, map_location: str) -> tuple[nn.Module, dict]:
-    """A run directory of ``cbundles train``: arch.json + checkpoints/best.pt (else last.pt).
+    """A run directory of ``cbundles train``: arch.json + checkpoints/last.pt (the one default
+    of every command on a run: measure, lesion, search and prune read the same weights).
     A damaged file is named, with how to recover, instead of a pickle/zip traceback."""
     from .. import runs
     from ..models import create_model
@@ -253,9 +263,7 @@ def _load_run_dir(path: Path, map_location: str) -> tuple[nn.Module, dict]:
     try:
         ckpt = runs.load_checkpoint(path, ckpt_file.stem, map_location=map_location)
     except runs.RunDirError as e:
-        last = ckpt_file.name == "best.pt" and (path / "checkpoints" / "last.pt").is_file()
-        hint = " (prune reads best.pt, else last.pt: move best.pt aside to prune last.pt)"
-        raise ValueError(f"{e}{hint if last else ''}") from e
+        raise ValueError(str(e)) from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise ValueError(f"{ckpt_file} has no 'model' entry (a state dict); it is damaged.")
     try:
@@ -270,13 +278,12 @@ def _load_run_dir(path: Path, map_location: str) -> tuple[nn.Module, dict]:
 
 
 def _checkpoint(run_dir: Path) -> Path:
-    for name in ("best.pt", "last.pt"):
-        p = run_dir / "checkpoints" / name
-        if p.is_file():
-            return p
+    p = run_dir / "checkpoints" / "last.pt"
+    if p.is_file():
+        return p
     raise FileNotFoundError(
-        f"{run_dir} has arch.json but no checkpoints/best.pt or checkpoints/last.pt: was the "
-        "run trained to its first checkpoint?"
+        f"{run_dir} has arch.json but no checkpoints/last.pt: was the run trained to its first "
+        "checkpoint?"
     )
 
 
