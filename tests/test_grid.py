@@ -85,10 +85,10 @@ def test_resume_skips_finished_cells_and_resumes_interrupted_ones(grid):
     stamps = {c: (cell_dir(out, *c) / "summary.json").stat().st_mtime_ns for c in [(3, 1), (16, 6)]}
     # (3, 6): killed after its last checkpoint, before summary.json
     (cell_dir(out, 3, 6) / "summary.json").unlink()
-    # (16, 1): killed before its first checkpoint: only config.json is left
+    # (16, 1): killed before its first checkpoint: only config.json (and the marker) is left
     d = cell_dir(out, 16, 1)
     for p in d.iterdir():
-        if p.name != "config.json":
+        if p.name not in ("config.json", runs.MARKER):
             p.unlink() if p.is_file() else shutil.rmtree(p)
     res = run_grid(cfg, progress=False)
     assert res.actions == {

@@ -67,8 +67,7 @@ def test_unknown_kwarg_lists_valid(name):
 
 
 def test_missing_and_bad_arguments():
-    with pytest.raises(ValueError, match="needs argument.*width, depth"):
-        create_model("fnn")
+    assert (create_model("fnn").config.width, create_model("fnn").config.depth) == (25, 10)
     with pytest.raises(ValueError, match="blocks=.*or layers="):
         create_model("plain")
     with pytest.raises(ValueError, match="known depths: 4, 10, 20"):

@@ -19,7 +19,7 @@ from conflicting_bundles import rundir, runs
 HOLD_SCRIPT = """
 import sys, time
 from conflicting_bundles import runs
-with runs.locked(sys.argv[1], "cbundles test-holder"):
+with runs.locked(sys.argv[1], "cbundles test-holder", mark=False):
     print("locked", flush=True)
     time.sleep(60)
 """
@@ -76,15 +76,27 @@ def test_new_overwrite_and_refusal_touch_only_owned_files(tmp_path):
     ):
         runs.open_run(tmp_path, command="c", owned=owned, describe="seed 0")
     assert (tmp_path / "config.json").exists()
+    # Files named like a run's but no marker of this tool: --force deletes nothing.
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(runs.RunDirError, match=r"no \.cbundles-run\.json.*deletes nothing"):
+        runs.open_run(tmp_path, command="c", owned=owned, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    mark(tmp_path, "c")
     with runs.open_run(tmp_path, command="c", owned=owned, force=True) as rd:
         assert rd.mode is runs.RunMode.OVERWRITE
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "notes.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [runs.MARKER, ".lock", "notes.json"]
     with runs.open_run(tmp_path, command="c", owned=owned) as rd:
         assert rd.mode is runs.RunMode.NEW
 
 
+def mark(folder, command):
+    """What a run of ``command`` leaves in its folder: the marker."""
+    (folder / runs.MARKER).write_text(json.dumps({"format": 1, "command": command}))
+
+
 def test_deferred_clear(tmp_path):
     (tmp_path / "a.csv").write_text("x")
+    mark(tmp_path, "c")
     rd = runs.open_run(tmp_path, command="c", owned=("a.csv",), force=True, defer_clear=True)
     assert rd.pending_clear and (tmp_path / "a.csv").exists()
     rd.clear()

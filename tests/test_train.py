@@ -401,8 +401,8 @@ def test_cli_train_then_measure(tmp_path):
 
 def test_cli_errors(tmp_path):
     runner = CliRunner()
-    r = runner.invoke(app, ["train", "--model", "fnn", "--width", "4", "--out", str(tmp_path)])
-    assert r.exit_code == 1 and "--width and --depth" in flat(r.output)
+    r = runner.invoke(app, ["train", "--model", "fnn", "--width", "4", "--print-config"])
+    assert r.exit_code == 0 and "model_kwargs: {width: 4, depth: 10}" in r.output  # the default
     r = runner.invoke(app, ["train", "--model", "plain", "--depth", "3", "--layers", "10"])
     assert r.exit_code == 1 and "fnn only" in flat(r.output)
     r = runner.invoke(app, ["measure", str(tmp_path / "nope")])

@@ -19,11 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from .safefile import (
+    MAX_CONFIG_BYTES,
+    UnsafeFileError,
+    check_nesting,
+    json_loads_strict,
+    read_bounded,
+)
 
 __all__ = [
     "ConfigFileError",
@@ -107,25 +114,31 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
     p = Path(path)
     if str(path) == "-":
-        text = sys.stdin.read()
-    elif p.is_dir():
+        text = sys.stdin.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigFileError(f"--config - (stdin) holds more than {MAX_CONFIG_BYTES:,} bytes.")
+    elif p.is_dir() and not p.is_symlink():
         raise ConfigFileError(
             f"--config {p} is a directory; pass the file inside it (a training run's "
             "config.json, or autotune.json / grid_summary.json / lesion_summary.json / "
             "prune.json / search.json)."
         )
     else:
-        try:
-            text = p.read_text()
+        try:  # a regular file (no link, FIFO or device) of at most a few MB
+            text = read_bounded(p, MAX_CONFIG_BYTES, "config file").decode("utf-8")
+        except UnsafeFileError as e:
+            raise ConfigFileError(str(e)) from None
         except FileNotFoundError:
             raise ConfigFileError(f"config file {p} does not exist.") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigFileError(f"cannot read config file {p}: {e}.") from None
+    kind = "JSON" if p.suffix == ".json" else "YAML"
     try:
-        data = json.loads(text) if p.suffix == ".json" else _yaml_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        kind = "JSON" if p.suffix == ".json" else "YAML"
+        data = json_loads_strict(text) if p.suffix == ".json" else _yaml_load(text)
+    except (ValueError, yaml.YAMLError) as e:  # JSONDecodeError is a ValueError
         raise ConfigFileError(f"{p} is not valid {kind}: {e}") from None
+    except RecursionError:
+        raise ConfigFileError(f"{p} is not valid {kind}: nested too deep to parse") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -141,6 +154,10 @@ def read_config_file(path: str | os.PathLike) -> dict:
             "anchors &name, or a cycle); a config file is a small mapping of fields: write "
             "the values out."
         )
+    try:  # after the size check: a cycle is reported as one
+        check_nesting(data, str(p))
+    except UnsafeFileError as e:
+        raise ConfigFileError(str(e)) from None
     return config
 
 

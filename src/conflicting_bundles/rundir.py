@@ -18,7 +18,8 @@ says what to do; nothing is deleted or written before all checks passed):
 1. ``path`` must be a folder or absent (created, with parents). If it cannot be created or
    written (read-only file system, no permission, disk full), the error says so before any
    work is done.
-2. The lock: ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``path/.lock``, which then holds
+2. The lock (runlock.RunLock): ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``path/.lock`` (never
+   opened through a link, only as a regular file), which then holds
    ``pid``, ``command``, ``since`` (UTC) and ``host`` as JSON. A second process gets
    :class:`RunInUseError`: "RUN_DIR is in use by pid N (cbundles train, since ...): wait for it
    or choose another --out". The kernel releases a flock when its process dies, so the lock of a
@@ -38,8 +39,14 @@ says what to do; nothing is deleted or written before all checks passed):
      :meth:`RunDir.clear`, e.g. until the new run is about to write). Mode OVERWRITE.
    - else mode NEW.
 
-   Temporary files of interrupted atomic writes (``.NAME.*.tmp``) in the folder and its owned
-   sub-folders are removed once the lock is held.
+   A folder is this tool's run only when it carries the marker (runlock.MARKER, written once
+   a command accepted the folder): ``--force`` over owned names in an unmarked folder is
+   refused, a folder marked by another command is refused, and a run to continue whose owned
+   names include a symbolic link is refused (nothing is written through a link).
+
+   Then, and only then, temporary files of interrupted atomic writes are removed: names that
+   ``atomic_write_bytes`` gives (``.NAME.XXXXXXXX.tmp``) to an owned name in the folder, or to
+   a file of this tool's kinds in an owned sub-folder; nothing else is touched.
 
 :meth:`RunDir.close` (or leaving the ``with`` block) releases the lock; a folder that
 open_run created and that holds nothing but the lock file is removed again, so a command that
@@ -49,23 +56,30 @@ context manager.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import errno
-import fcntl
-import json
+import fnmatch
 import os
+import re
 import shutil
-import socket
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .runlock import (
+    LOCK_FILE,
+    MARKER,
+    RunInUseError,
+    RunLock,
+    check_writable,
+    describe_os_error,
+    locked,
+    remove_if_bare,
+)
 from .runs import CONFIG, RunDirError, read_json
 
 __all__ = [
     "LOCK_FILE",
+    "MARKER",
     "ConfigMismatchError",
     "RunDir",
     "RunInUseError",
@@ -79,16 +93,6 @@ __all__ = [
     "open_run",
 ]
 
-LOCK_FILE = ".lock"
-
-
-class RunInUseError(RunDirError):
-    """Another live process holds the folder's lock. ``holder``: what its .lock says."""
-
-    def __init__(self, message: str, holder: dict):
-        super().__init__(message)
-        self.holder = holder
-
 
 class ConfigMismatchError(RunDirError, ValueError):
     """``--resume`` with a configuration that differs from the stored one."""
@@ -98,137 +102,6 @@ class RunMode(enum.Enum):
     NEW = "new"
     RESUME = "resume"
     OVERWRITE = "overwrite"
-
-
-def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
-    """Create folder ``path`` (with parents) and write and remove a probe file in it, so that a
-    read-only folder or a full disk is reported before any work. Returns the path."""
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / f".write-test-{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"x" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except FileExistsError as e:
-        raise RunDirError(f"{what} {p} is a file, not a directory.") from e
-    except OSError as e:
-        raise RunDirError(
-            f"cannot write into {what} {p} ({describe_os_error(e)}): choose a writable "
-            f"{what} or free some space."
-        ) from e
-    return p
-
-
-def describe_os_error(e: OSError) -> str:
-    """'disk full' / 'read-only file system' / 'permission denied' / the OS text."""
-    names = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system"}
-    names[errno.EACCES] = names[errno.EPERM] = "permission denied"
-    return names.get(e.errno or -1, e.strerror or str(e))
-
-
-# ------------------------------------------------------------------------------------ lock
-class RunLock:
-    """An exclusive, non-blocking flock on ``folder/.lock`` for this process."""
-
-    def __init__(self, folder: str | os.PathLike, command: str):
-        self.folder, self.command = Path(folder), command
-        self.path = self.folder / LOCK_FILE
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self) -> RunLock:
-        if self._fd is not None:
-            return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise RunDirError(
-                f"cannot create the lock file {self.path} ({describe_os_error(e)}): choose a "
-                "writable --out."
-            ) from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise RunInUseError(_in_use_message(self.folder, holder), holder) from None
-        except OSError as e:  # e.g. a file system without flock: say so instead of guessing
-            os.close(fd)
-            raise RunDirError(f"cannot lock {self.path} ({describe_os_error(e)}).") from e
-        info = {
-            "pid": os.getpid(),
-            "command": self.command,
-            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "host": socket.gethostname(),
-        }
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        except OSError as e:
-            os.close(fd)
-            raise RunDirError(
-                f"cannot write into {self.folder} ({describe_os_error(e)}): choose a writable "
-                "--out or free some space."
-            ) from e
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)  # the file stays: unlinking a lock file races with openers
-        os.close(fd)  # closing the only descriptor releases the flock
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _read_holder(fd: int) -> dict:
-    try:
-        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        return {}
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _in_use_message(folder: Path, holder: dict) -> str:
-    pid = holder.get("pid")
-    if pid is None:
-        return f"{folder} is in use by another process: wait for it or choose another --out."
-    what = f"{holder.get('command', 'a command')}, since {holder.get('since', '?')}"
-    msg = f"{folder} is in use by pid {pid} ({what}): wait for it or choose another --out."
-    if not _alive(pid):
-        msg += f" (pid {pid} has exited, but a process it started still holds the lock.)"
-    return msg
-
-
-@contextlib.contextmanager
-def locked(path: str | os.PathLike, command: str) -> Iterator[Path]:
-    """Hold ``path``'s lock (folder created if needed) for the ``with`` block; yields the path.
-    Raises RunInUseError when another live process holds it."""
-    p = check_writable(path)
-    with RunLock(p, command):
-        yield p
 
 
 # ------------------------------------------------------------------------------------ run dir
@@ -258,14 +131,20 @@ class RunDir:
         """Delete temporary files of interrupted atomic writes (``.NAME.*.tmp``, see
         runs.atomic_write_bytes) in the folder and its owned sub-folders; safe under the lock,
         since no other process writes here. Returns what was removed."""
-        folders = [self.path, *(p for p in self.existing() if p.is_dir())]
         gone = []
-        for folder in folders:
+        top = [self.path]
+        subs = [p for p in self.existing() if p.is_dir() and not p.is_symlink()]
+        for folder, own in [(f, self.owns) for f in top] + [(f, _tool_file) for f in subs]:
             for tmp in folder.glob(".*.tmp"):
-                if tmp.is_file():
+                m = TEMP_NAME.fullmatch(tmp.name)  # only what atomic_write_bytes names
+                if m and own(m["name"]) and tmp.is_file() and not tmp.is_symlink():
                     tmp.unlink(missing_ok=True)
                     gone.append(tmp)
         return gone
+
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` (in the top folder) is one this command writes."""
+        return name == MARKER or any(fnmatch.fnmatchcase(name, o) for o in self.owned)
 
     def clear(self) -> None:
         """Delete exactly the owned files and folders (a deferred ``force``)."""
@@ -280,17 +159,23 @@ class RunDir:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-        if self.created:
-            with contextlib.suppress(OSError):
-                if [p.name for p in self.path.iterdir()] in ([], [LOCK_FILE]):
-                    (self.path / LOCK_FILE).unlink(missing_ok=True)
-                    self.path.rmdir()
+        remove_if_bare(self.path, self.created)
 
     def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# atomic_write_bytes: tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") -> random characters
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
+TOOL_SUFFIXES = (".pt", ".json", ".jsonl", ".csv", ".png", ".html", ".safetensors", ".txt")
+
+
+def _tool_file(name: str) -> bool:
+    """A name this tool writes inside an owned sub-folder (checkpoints/epoch-003.pt, ...)."""
+    return name.endswith(TOOL_SUFFIXES)
 
 
 def existing_owned(folder: Path, owned: Sequence[str]) -> list[Path]:
@@ -352,9 +237,9 @@ def open_run(
     rd.lock = RunLock(p, command)
     try:
         rd.lock.acquire()
-        rd.remove_stale_temp()
         if resume:
             rd.mode = RunMode.RESUME
+            refuse_links(rd)
             rd.stored_config = read_json(p / config_file)
             if config is not None:
                 diff = config_differences(rd.stored_config, config, runtime_keys, defaults)
@@ -372,11 +257,35 @@ def open_run(
                     f"{p} already holds a run{found}. Pass --resume to continue it, --force to "
                     "overwrite it, or choose another --out."
                 )
+            if rd.lock.marker is None:
+                raise RunDirError(_not_ours(p, command, rd.existing()))
             rd.mode = RunMode.OVERWRITE
             rd.pending_clear = True
             if not defer_clear:
                 rd.clear()
+        rd.lock.mark()  # accepted: only now is anything written or deleted
+        rd.remove_stale_temp()
     except BaseException:
         rd.close()
         raise
     return rd
+
+
+def _not_ours(p: Path, command: str, found: list[Path]) -> str:
+    names = ", ".join(sorted(x.name for x in found)[:6])
+    return (
+        f"{p} holds {names} but no {MARKER}: it is not a run of this tool, so --force deletes "
+        f"nothing there. Choose another --out (or move those files away to let {command} "
+        "write there)."
+    )
+
+
+def refuse_links(rd: RunDir) -> None:
+    """RunDirError when an owned name of a run to continue is a symbolic link: writing
+    through it (tb/ -> elsewhere) would change files outside the run folder."""
+    links = [x for x in rd.existing() if x.is_symlink()]
+    if links:
+        raise RunDirError(
+            f"{links[0]} is a symbolic link; a run is never continued through a link out of "
+            "its folder: replace it with a real file or folder, or start a new run."
+        )

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from .safefile import UnsafeFileError, json_loads_strict, read_bounded
+
 __all__ = [
     "ARCH",
     "CHECKPOINTS",
@@ -209,11 +211,17 @@ def _need(run_dir: str | os.PathLike, name: str, what: str) -> Path:
     return p
 
 
+MAX_RUN_JSON_BYTES = 64 * 2**20
+
+
 def read_json(p: Path):
-    """JSON of a run-directory file; RunDirError when it is damaged."""
+    """JSON of a run-directory file, read as a bounded regular file (never through a link;
+    safefile.read_bounded); RunDirError naming the file when it is missing or damaged."""
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        return json_loads_strict(read_bounded(p, MAX_RUN_JSON_BYTES, "run file").decode())
+    except UnsafeFileError as e:
+        raise RunDirError(f"{e} The run directory is damaged.") from e
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
         raise RunDirError(f"{p} is unreadable ({e}); the run directory is damaged.") from e
 
 
@@ -252,7 +260,14 @@ def load_config(run_dir: str | os.PathLike) -> dict:
             shown = ", ".join(str(p) for p in inside[:6]) + (" ..." if len(inside) > 6 else "")
             what = (f"it is not a run directory but holds {len(inside)}: {shown}; pass one of "
                     "them (an auto-tune folder stands for its final step).")  # fmt: skip
-    return read_json(_need(run_dir, CONFIG, what))
+    p = _need(run_dir, CONFIG, what)
+    cfg = read_json(p)
+    if not isinstance(cfg, dict):
+        raise RunDirError(
+            f"{p} holds a {type(cfg).__name__}, not a config (a JSON object of fields); the run "
+            "directory is damaged."
+        )
+    return cfg
 
 
 def load_arch(run_dir: str | os.PathLike) -> dict:
@@ -298,7 +313,7 @@ def load_checkpoint(run_dir: str | os.PathLike, which: str = "last", map_locatio
             f"that did not finish). {hint[0].upper()}{hint[1:]}."
         )
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, not a pickle traceback
         what = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise RunDirError(
@@ -306,6 +321,17 @@ def load_checkpoint(run_dir: str | os.PathLike, which: str = "last", map_locatio
             f"({type(e).__name__}: {what}). It is only ever loaded with weights_only=True (no "
             f"code runs); {hint}."
         ) from e
+    if not (
+        isinstance(ckpt, dict)
+        and isinstance(ckpt.get("model"), dict)
+        and isinstance(ckpt.get("epoch"), int)
+    ):
+        kind = "weights only (a state dict)" if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise RunDirError(
+            f"checkpoint {p} holds {kind}, not a checkpoint of this program (entries 'model' "
+            f"and 'epoch'); {hint}."
+        )
+    return ckpt
 
 
 def load_model(run_dir: str | os.PathLike, which: str = "last", map_location="cpu", factory=None):

@@ -36,11 +36,18 @@ def _start_arch(base: TrainConfig) -> dict:
 
 
 def open_search(
-    store: SearchDir, cfg: AutotuneConfig, base: TrainConfig, *, resume: bool, force: bool
+    store: SearchDir,
+    cfg: AutotuneConfig,
+    base: TrainConfig,
+    *,
+    resume: bool,
+    force: bool,
+    lock: runs.RunLock | None = None,
 ) -> SearchState:
     """The state to continue from: the stored one (``resume``, same config outside the
     runtime fields), or a new one (refused over an existing search unless ``force``, which
-    removes only the files a search writes)."""
+    removes only the files a search writes, and only in a folder marked as this tool's run:
+    ``lock.marker``). The folder is marked once accepted."""
     main = distributed.is_main()
     out = store.out
     if out.exists() and not out.is_dir():
@@ -52,11 +59,19 @@ def open_search(
             f"{out} holds auto-tune files ({', '.join(p.name for p in store.owned_files())}) "
             "but no autotune_state.json: pass --force to replace them, or choose another --out."
         )
+    if not own and store.owned_files() and lock is not None and lock.marker is None:
+        raise runs.RunDirError(
+            f"{out} holds {', '.join(p.name for p in store.owned_files()[:6])} but no "
+            f"{runs.MARKER}: it is not a run of this tool, so --force deletes nothing there. "
+            "Choose another --out."
+        )
     if exists and not (resume or force):
         raise runs.RunDirError(
             f"{out} already holds an auto-tune run; pass --resume to continue it or --force to "
             "start over (its files are replaced)."
         )
+    if lock is not None:
+        lock.mark()  # accepted
     if resume and exists:
         st = store.load()
         diff = resume_diff(st.config, cfg)
@@ -98,8 +113,9 @@ def autotune(
     console = (console or make_console()) if main else make_console(quiet=True)
     store = SearchDir(cfg.out)
     # One process per search folder (rank 0 holds the lock for the whole run under torchrun).
-    with runs.locked(store.out, "cbundles autotune") if main else contextlib.nullcontext():
-        return _search(store, cfg, base, resume=resume, force=force, console=console)
+    hold = runs.locked(store.out, "cbundles autotune", mark=False)
+    with hold if main else contextlib.nullcontext() as lock:
+        return _search(store, cfg, base, resume=resume, force=force, console=console, lock=lock)
 
 
 def _search(
@@ -110,9 +126,10 @@ def _search(
     resume: bool,
     force: bool,
     console: Console,
+    lock: runs.RunLock | None = None,
 ) -> AutotuneResult:
     main = distributed.is_main()
-    st = open_search(store, cfg, base, resume=resume, force=force)
+    st = open_search(store, cfg, base, resume=resume, force=force, lock=lock)
     t_start = time.perf_counter() - st.wall_time
     while not st.done:
         if len(st.steps) >= cfg.max_steps:

@@ -124,7 +124,15 @@ class SearchDir:
         return (self.step(0) / runs.CHECKPOINTS).exists()
 
     def load(self) -> SearchState:
-        return SearchState.from_dict(runs.read_json(self.state_path))
+        """The stored state; RunDirError naming autotune_state.json when it is damaged."""
+        d = runs.read_json(self.state_path)
+        try:
+            return SearchState.from_dict(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise runs.RunDirError(
+                f"{self.state_path} is damaged ({type(e).__name__}: {e}); it is not the state "
+                "of an auto-tune of this program: start the search again with --force."
+            ) from None
 
     def save(self, st: SearchState) -> None:
         runs.write_json(self.state_path, st.to_dict())

@@ -27,6 +27,7 @@ from .common import (
     model_kwargs,
     os_error_message,
     print_config,
+    sigterm_as_interrupt,
 )
 
 PAPER_START = "3,12,41,3"  # the paper's plain-120 / resnet-120 start (docs/method.md §5)
@@ -197,7 +198,8 @@ def register(app: typer.Typer) -> None:
             if print_config_:
                 TrainConfig.from_dict(cfg.train).validate()
                 print_config(cfg.to_dict())
-            res = autotune(cfg, resume=resume, force=force)
+            with sigterm_as_interrupt():  # `kill PID` stops as cleanly as Ctrl-C
+                res = autotune(cfg, resume=resume, force=force)
         except (ValueError, TypeError, RunDirError, DatasetError, SearchDidNotConverge) as e:
             raise error(str(e)) from e
         except OSError as e:
@@ -229,3 +231,28 @@ def register(app: typer.Typer) -> None:
         except OSError as e:
             raise error(os_error_message(e, f"{run_dir}/report.html")) from e
         make_console().print(f"wrote {path}", markup=False)
+        bad = damaged_json(run_dir)
+        if bad:  # the report is written without them, but the run folder is not whole
+            raise error(
+                f"{', '.join(str(run_dir / b) for b in bad)}: not valid JSON (damaged); "
+                "report.html was written without them."
+            )
+
+
+def damaged_json(d: Path) -> list[str]:
+    """Names of the run folder's JSON / JSON-lines files that do not parse."""
+    import json
+
+    bad = []
+    for p in sorted([*d.glob("*.json"), *d.glob("*.jsonl")]):
+        try:
+            text = p.read_text()
+            if p.suffix == ".jsonl":
+                for line in text.splitlines():
+                    if line.strip():
+                        json.loads(line)
+            else:
+                json.loads(text)
+        except (OSError, ValueError):
+            bad.append(p.name)
+    return bad

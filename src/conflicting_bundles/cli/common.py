@@ -11,7 +11,9 @@ Messages are printed without rich markup, so paths such as ``runs/[/x]`` print a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from fractions import Fraction
 from typing import NoReturn
 
@@ -100,6 +102,8 @@ def model_kwargs(model, width, depth, blocks, layers, width_mult, args, base=Non
     top of ``base`` (a config file's model_kwargs)."""
     kw: dict = dict(base or {})
     given = {"--width": width, "--depth": depth}
+    if width is not None and width < 1 or depth is not None and depth < 0:
+        raise error(f"--width must be >= 1 and --depth >= 0, got {width} and {depth}.")
     if model in FNN_MODELS:  # without --width/--depth the model's own defaults (10 x 25),
         kw.update({k: v for k, v in (("width", width), ("depth", depth)) if v is not None})
         for k, v in fnn_defaults().items():  # written into config.json
@@ -212,3 +216,22 @@ def print_config(values: dict) -> NoReturn:
 def given(**options) -> dict:
     """The options given on the command line (every config option defaults to None)."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """`kill PID` (SIGTERM) stops a long command as cleanly as Ctrl-C: finished work stays
+    saved and the resume hint is printed."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

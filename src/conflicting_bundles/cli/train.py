@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from pathlib import Path
 
 import typer
@@ -28,6 +26,7 @@ from .common import (
     model_kwargs,
     os_error_message,
     print_config,
+    sigterm_as_interrupt,
 )
 
 
@@ -39,22 +38,6 @@ def D(name: str) -> str:
 def _inside(path: Path, folder: Path) -> bool:
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _write_report(run_dir: Path, console) -> None:
@@ -274,7 +257,7 @@ def register(app: typer.Typer) -> None:
                 print_config(cfg.to_dict())
             if progress is not None:  # else keep `cbundles --progress/--no-progress`'s choice
                 set_progress(progress)
-            with _sigterm_as_interrupt():  # `kill PID` stops as cleanly as Ctrl-C
+            with sigterm_as_interrupt():  # `kill PID` stops as cleanly as Ctrl-C
                 result = train(cfg, resume=resume, force=force)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e

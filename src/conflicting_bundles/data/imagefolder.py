@@ -38,7 +38,7 @@ def letterbox(path: Path, size: int) -> np.ndarray:
             im = im.resize((nw, nh), Image.Resampling.BILINEAR)
             canvas = Image.new("RGB", (size, size))
             canvas.paste(im, ((size - nw) // 2, (size - nh) // 2))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise CorruptDataError(f"{path}: cannot decode image ({exc})") from exc
     return np.asarray(canvas, dtype=np.uint8).transpose(2, 0, 1)
 
@@ -53,13 +53,19 @@ def read_image_folder(
     unknown = set(found) - set(classes)
     if unknown:
         raise DatasetError(f"{folder}: class folders {sorted(unknown)} do not exist in train/")
-    files, labels = [], []
+    files, labels, empty = [], [], []
     for label, name in enumerate(classes):
         d = folder / name
         if d.is_dir():
             hits = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             files += hits
             labels += [label] * len(hits)
+            empty += [] if hits else [name]
+    if empty and split == "train":  # a class that cannot be learnt: a mistake, not data
+        raise DatasetError(
+            f"{folder}: class folders without images ({', '.join(sorted(IMAGE_SUFFIXES))}): "
+            f"{', '.join(empty)}; add images or remove the folders"
+        )
     if not files:
         raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     print(f"decoding {len(files)} images from {folder} (once; the result is cached)", flush=True)

@@ -37,6 +37,9 @@ _FOLDERS: dict[str, FolderSource] = {}
 
 
 # ------------------------------------------------------------------------------ image folders
+MAX_SIZE = 1024  # ?size=N: N x N x 3 bytes per image, all of them in memory
+
+
 def parse_folder_name(name: str) -> tuple[Path, int]:
     """ "folder:PATH?size=N" -> (PATH, N)."""
     spec = name[len(FOLDER_PREFIX) :]
@@ -50,6 +53,11 @@ def parse_folder_name(name: str) -> tuple[Path, int]:
                 f"(images are letterboxed to N x N, default {DEFAULT_SIZE})"
             )
         size = int(value)
+        if size > MAX_SIZE:
+            raise ValueError(
+                f"dataset {name!r}: size={size} is more than {MAX_SIZE} (each image is decoded "
+                f"to size x size x 3 bytes and kept in memory); choose a smaller size"
+            )
     if not path:
         raise ValueError("dataset 'folder:' needs a path: folder:PATH or folder:PATH?size=N")
     return Path(path).expanduser(), size

@@ -33,6 +33,18 @@ def check_size(what: str, num_params: int) -> None:
         )
 
 
+MAX_LAYERS = 10_000  # blocks of one model: more builds modules for minutes before any check
+
+
+def check_layers(what: str, n: int) -> None:
+    """Refuse a model of more than :data:`MAX_LAYERS` blocks before building any of them."""
+    if n > MAX_LAYERS:
+        raise ValueError(
+            f"{what} would have {n:,} blocks, above the limit of {MAX_LAYERS:,} (MAX_LAYERS); "
+            "choose a smaller depth."
+        )
+
+
 # Blocks are named by index in forward order (0..n-1) or by name ("c.12", "hidden.3").
 Indices = int | str | Iterable[int | str]
 

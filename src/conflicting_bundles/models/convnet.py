@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..probes import ProbePoint, Tap
-from .base import BlockNet, check_size
+from .base import BlockNet, check_layers, check_size
 from .registry import register_model
 
 __all__ = [
@@ -204,6 +204,8 @@ class ConvNet(BlockNet):
 
     def __init__(self, config: ConvNetConfig):
         super().__init__()
+        check_layers(f"{'resnet' if config.residual else 'plain'} {list(config.blocks)}",
+                     sum(config.blocks))  # fmt: skip
         check_size(f"{'resnet' if config.residual else 'plain'} {list(config.blocks)} at "
                    f"width_mult {config.width_mult:g}", config.num_params_estimate())  # fmt: skip
         self.config = config

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..probes import ProbePoint
-from .base import BlockNet, check_size
+from .base import BlockNet, check_layers, check_size
 from .registry import register_model
 
 __all__ = ["FNN", "FNNConfig", "fnn"]
@@ -67,6 +67,7 @@ class FNN(BlockNet):
         self.config = config
         self.in_features = math.prod(config.in_shape)
         w, d = config.width, config.depth
+        check_layers(f"fnn {w}x{d}", d)
         n = (self.in_features + 1) * w + (d - 1) * (w + 1) * w + (w + 1) * config.num_classes
         n = n if d else (self.in_features + 1) * config.num_classes
         check_size(f"fnn {w}x{d}", n)

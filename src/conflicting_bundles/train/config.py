@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from ..configfile import command_line_only
 from ..factory import is_factory_path
 from ..metric import Criterion
 from ..rundir import ConfigMismatchError, config_differences
+from ..safefile import check_path_names
 
+MAX_THREADS = 1024  # torch threads; more makes OpenMP fail to start them (a crash, not an error)
 EVAL_BATCH = 256  # evaluation batch size (eval mode: results do not depend on it)
 LAST_EPOCHS = 5  # test accuracy is always measured on, and reported as the mean of, these
 OPTIMIZERS = ("radam-lookahead", "adam", "sgd")  # the first is the paper's recipe (default)
@@ -128,10 +131,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 (or None for the whole split), got {v}.")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}.")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}.")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}.")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(
+                f"threads must be 1..{MAX_THREADS} (this machine has {os.cpu_count()} cores), "
+                f"got {self.threads}."
+            )
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be 0 .. 2**63 - 1 (torch's seed range), got {self.seed}.")
+        check_path_names(self.out, "out")
         self._validate_options()
         Criterion.parse(self.criterion)
         if not isinstance(self.model_kwargs, dict):
