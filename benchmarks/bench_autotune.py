@@ -21,6 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from outputs import RESULTS  # benchmarks/outputs.py
+
 
 def cases(quick: bool) -> list[dict]:
     fnn = dict(
@@ -95,7 +97,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="runs/bench_autotune", help="run directories")
-    ap.add_argument("--results", default="benchmarks/results/bench_autotune.json")
+    ap.add_argument("--update-results", action="store_true",
+                    help="write the committed benchmarks/results/bench_autotune.json")  # fmt: skip
     args = ap.parse_args()
     jobs = []
     for i, c in enumerate(cases(args.quick)):
@@ -145,8 +148,10 @@ def main() -> None:
             f"{r['case']}: target (<= 0.5x epochs, |acc diff| <= 0.5 pt) "
             f"{'met' if r['meets_target'] else 'NOT met'}"
         )
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps({"runs": results, "ratios": rows}, indent=2))
+    path = (RESULTS if args.update_results else Path(args.out)) / "bench_autotune.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"runs": results, "ratios": rows}, indent=2))
+    console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

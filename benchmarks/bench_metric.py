@@ -1,6 +1,6 @@
 """Speed of bundle_stats against a straightforward per-sample loop of the reference scheme.
 
-    python benchmarks/bench_metric.py [--quick] [--out benchmarks/results/bench_metric.json]
+    python benchmarks/bench_metric.py [--quick] [--out FILE | --update-results]
 
 For N in {64, 512, 2048, 8192} and D in {50, 4096}, three regimes: all rows distinct, about
 10 bundles (some conflicting), and ReLU-like distinct rows that are zero on their first half.
@@ -21,7 +21,6 @@ import json
 import math
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conflicting_bundles import bundle_stats
+from outputs import add_output_args, results_path  # benchmarks/outputs.py
 
 
 def naive_reference(acts: np.ndarray, labels: np.ndarray, w_max: float, lr: float, bs: int):
@@ -99,7 +99,7 @@ def main() -> None:
         action="store_true",
         help="skip the naive loop where it takes minutes (N=8192, D=4096, distinct rows)",
     )
-    ap.add_argument("--out", default="benchmarks/results/bench_metric.json")
+    add_output_args(ap, "bench_metric")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ns = [64, 512, 2048] if args.quick else [64, 512, 2048, 8192]
@@ -190,8 +190,7 @@ def main() -> None:
             f"target N=8192 D=4096 ({r['regime']}): {r['x_one_pass']:.1f}x one pass, "
             f"{ok} the <= 5x target"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path(args, "bench_metric")
     meta = {
         "threads": args.threads,
         "repeats": args.repeats,

@@ -1,6 +1,6 @@
 """What our training machinery costs: train() against a bare PyTorch loop, and measure().
 
-    python benchmarks/bench_train_overhead.py [--quick] [--out benchmarks/results/...json]
+    python benchmarks/bench_train_overhead.py [--quick] [--out FILE | --update-results]
 
 1. FNN 2x100 on MNIST (all 60,000 training samples, no augmentation). One epoch of ``train()``
    (wall time from the epoch's start to the end of the run: steps, the per-epoch bundle check
@@ -37,6 +37,7 @@ from conflicting_bundles import create_model, measure
 from conflicting_bundles.data import dataset_info, iterate, load_dataset, num_batches
 from conflicting_bundles.data.augment import BRIGHTNESS, brightness, random_crop
 from conflicting_bundles.train import TrainConfig, make_optimizer, resolve_model_kwargs, train
+from outputs import add_output_args, results_path  # benchmarks/outputs.py
 
 
 class EpochClock:
@@ -183,7 +184,7 @@ def main() -> None:
     ap.add_argument("--conv-samples", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=10, help="timed steps for the epoch estimate")
     ap.add_argument("--cases", default="fnn,conv,measure", help="comma list of fnn, conv, measure")
-    ap.add_argument("--out", default="benchmarks/results/bench_train_overhead.json")
+    add_output_args(ap, "bench_train_overhead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     reps = 2 if args.quick else args.repeats
@@ -218,8 +219,7 @@ def main() -> None:
         else:
             ok = "meets" if r["share"] <= 0.05 else "MISSES"
             print(f"target <= 5% (measure of {r['blocks']} blocks): {r['share']:.2%} {ok}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_path(args, "bench_train_overhead")
     meta = dict(
         threads=1,
         torch=torch.__version__,

@@ -76,3 +76,72 @@ def test_prune_of_a_missing_import_path_is_one_line(tmp_path):
     res = run("prune", "--model", "torchvision.no_such_module:resnet18", "--dataset",
               "synthetic", "--out", tmp_path / "p")  # fmt: skip
     assert "make setup-real" in one_line_error(res) and not (tmp_path / "p").exists()
+
+
+SEARCH = ["search", "--dataset", "synthetic", "--model", "fnn", "--width", "6", "--depth", "4",
+          "--methods", "autotune,fixed", "--epochs", "1", "--check-epochs", "1",
+          "--val-split", "32", "--train-limit", "128", "--test-limit", "32",
+          "--samples", "16"]  # fmt: skip
+
+
+def test_search_output_fits_one_screen_and_verbose_shows_every_training(tmp_path):
+    """Item 3: the answer, one line per method, the table and where the report is; the
+    trainings' per-epoch lines and summary tables only with --verbose."""
+    res = run(*SEARCH, "--out", tmp_path / "s")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) <= 30 and not any(ln.startswith("epoch ") for ln in lines)
+    assert "metric" not in res.output and "Best by validation accuracy:" in res.output
+    assert lines[-1].startswith("results: ") and "report.html" in lines[-1]
+    res = run(*SEARCH, "--out", tmp_path / "v", "--verbose")
+    assert res.exit_code == 0 and any(ln.startswith("epoch ") for ln in res.output.splitlines())
+
+
+def test_a_running_method_prints_a_heartbeat(tmp_path):
+    import time
+
+    from conflicting_bundles.search.compare import heartbeat
+
+    said: list[str] = []
+    with heartbeat(tmp_path, "sh-ladder", said.append, every=0.05):
+        time.sleep(0.3)
+    assert len(said) >= 2 and all(s.startswith("  sh-ladder: 0 trainings done") for s in said)
+    with heartbeat(tmp_path, "x", said.append, every=0.01, quiet=True):
+        time.sleep(0.05)
+    assert not any(s.startswith("  x:") for s in said)
+
+
+def test_prune_output_a_reader_can_act_on():
+    """Item 5: scores as a share of the largest, and what to try after a large drop."""
+    from conflicting_bundles.prune.outputs import prune_headline, relative_scores
+
+    rel = relative_scores({"a": 6.36511e-09, "b": 3.2e-09, "c": -6.4e-10})
+    assert rel["a"] == 1.0 and abs(rel["b"] - 0.5027) < 1e-3 and rel["c"] < 0
+    s = {"params_before": 100, "params_after": 60, "removed": ["b1", "b2"],
+         "blocks": ["b0", "b1", "b2"], "scorer": "conflict", "iterative": False,
+         "forward_seconds_before": 0.01, "forward_seconds_after": 0.005, "device": "cpu",
+         "quality_before": {"accuracy": 0.643}, "score_samples": 64,
+         "quality_after": {"accuracy": 0.104, "cosine_to_full": 0.5}}  # fmt: skip
+    text = prune_headline(s)
+    assert "Accuracy fell 53.9 points: try fewer blocks (--remove 1), --heal-steps 200" in text
+    assert "--compare" in text
+    s["quality_after"]["accuracy"] = 0.63
+    assert "Accuracy fell" not in prune_headline(s)
+
+
+def test_report_of_a_folder_of_runs_lists_them(tmp_path):
+    """Item 10: `cbundles report runs` names the runs inside instead of only failing."""
+    res = run("train", "--dataset", "synthetic", "--epochs", "1", "--train-limit", "64",
+              "--test-limit", "32", "--samples", "16",
+              "--out", tmp_path / "runs" / "a")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    line = one_line_error(run("report", tmp_path / "runs"))
+    assert "holds runs: " in line and str(tmp_path / "runs" / "a") in line
+
+
+def test_report_tables_use_readers_names_for_columns():
+    from conflicting_bundles.report import html_table
+    from conflicting_bundles.search.compare import HEADERS
+
+    text = html_table([{"latency_ms_b64": 0.1, "wall_s": 3.0}], None, HEADERS)
+    assert "latency b64 (ms)" in text and "wall (s)" in text and "latency_ms_b64" not in text

@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .runs import atomic_write_text
+from .runs import atomic_write_text, runs_inside
 
 __all__ = [
     "acc_text",
@@ -233,12 +233,16 @@ def _cell(column: str, v, decimals: int | None = None) -> str:
     )
 
 
-def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """An escaped HTML table inside a scroll wrapper (wide tables scroll sideways)."""
+def html_table(
+    rows: Sequence[dict], columns: Sequence[str] | None = None, headers: dict | None = None
+) -> str:
+    """An escaped HTML table inside a scroll wrapper (wide tables scroll sideways).
+    ``headers``: a reader's name for a column key (``{"latency_ms_b64": "latency b64 (ms)"}``)."""
     if not rows:
         return "<p class=note>(no rows)</p>"
     columns = list(columns or rows[0].keys())
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    names = headers or {}
+    head = "".join(f"<th>{html.escape(str(names.get(c, c)))}</th>" for c in columns)
     dec = table_decimals(columns)
     body = "".join(
         "<tr>" + "".join(_cell(c, r.get(c), dec) for c in columns) + "</tr>" for r in rows
@@ -334,7 +338,15 @@ def build_report(run_dir: str | Path) -> Path:
     for name, rows in desc.tables:
         sections.append((name, html_table(rows)))
     if not sections and not desc.raw:
-        raise FileNotFoundError(f"{d} holds no result files (JSON/CSV/PNG) to report.")
+        inside = runs_inside(d)
+        hint = (
+            f" It holds runs: {', '.join(map(str, inside[:6]))}"
+            + (f" and {len(inside) - 6} more" if len(inside) > 6 else "")
+            + "; pass one of them."
+            if inside
+            else ""
+        )
+        raise FileNotFoundError(f"{d} holds no result files (JSON/CSV/PNG) to report.{hint}")
     return write_html(
         d / "report.html", desc.title, sections, headline=desc.headline, raw=desc.raw or None
     )

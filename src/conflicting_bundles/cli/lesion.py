@@ -72,7 +72,9 @@ def register(app: typer.Typer) -> None:
             "The first is the primary one" + L("flag_criteria") + ".",
         ),
         test_limit: int = typer.Option(
-            None, help="Evaluate on the first N test samples (default: the whole split)."
+            None,
+            help="Evaluate on the first N test samples; 0 = the whole split (default: the "
+            "run's own --test-limit, else the whole split). The first line names the one used.",
         ),
         tolerance: float = typer.Option(
             None,
@@ -95,7 +97,9 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(None, help="Data directory (default: the run's)."),
         threads: int = typer.Option(1, help="torch threads."),
         device: str = typer.Option("auto", help=DEVICES + "."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="No headline, progress lines, bars or tables."
+        ),
     ) -> None:
         """Lesion study (docs/method.md §6): remove blocks of a trained net, see what it costs.
 
@@ -105,6 +109,9 @@ def register(app: typer.Typer) -> None:
         Accuracies and losses are fractions in the files (0.01 = 1 point), shown in % and points.
 
         Settings: the LesionConfig defaults, then --config FILE, then the options given here.
+
+        Progress: one line per evaluated lesion set when piped ("lesion 3/12 sets  elapsed ..
+        eta .."), at least one every ~10 s of work; on a terminal a bar and a line every ~10 s.
 
         Example:
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..console import escape, make_console
 from ..prune.command import PruneConfig, run_compare, run_prune
 from ..prune.config import RENAMED_FIELDS
-from ..prune.outputs import PRUNE_FILES, compare_headline
+from ..prune.outputs import PRUNE_FILES, compare_headline, relative_scores
 from ..prune.scorers import list_scorers
 from ..report import pct
 from ..train import resolve_device
@@ -275,13 +275,14 @@ def register(app: typer.Typer) -> None:
             return
         s = summary
         table = Table(title=f"blocks by {cfg.scorer} ({escape(str(out))}/scores.csv)")
-        for col in ("block", "score", "rank", "removed"):
-            table.add_column(col)
+        for col in ("block", "rank", "score / max", "score", "removed"):
+            table.add_column(col, justify="left" if col == "block" else "right")
         order = sorted(s["scores"], key=lambda n: -s["scores"][n])
+        rel = relative_scores(s["scores"])
         for name in s["blocks"]:
             table.add_row(
-                escape(name), f"{s['scores'].get(name, float('nan')):.6g}",
-                str(order.index(name) + 1) if name in order else "-",
+                escape(name), str(order.index(name) + 1) if name in order else "-",
+                f"{rel.get(name, float('nan')):.2f}", f"{s['scores'].get(name, float('nan')):.3g}",
                 "yes" if name in s["removed"] else "",
             )  # fmt: skip
         make_console().print(table)

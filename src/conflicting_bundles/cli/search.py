@@ -142,7 +142,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             None, "--out", "-o", help=f"Output folder (default {DEFAULT_OUT})."
         ),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch output."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table."),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="Every training's per-epoch lines and tables."
+        ),
     ) -> None:
         """Compare depth searches from one start network (docs/search.md).
 
@@ -161,6 +164,7 @@ def register(app: typer.Typer) -> None:
             --optimizer adam --epochs 20 --methods recommended,fixed,autotune
         """
         from ..search import print_comparison, run_methods, write_outputs
+        from ..search.compare import headline
 
         file = config_values(
             config, SearchStart, nested={"budget": Budget}, extra=EXTRA_KEYS, renamed=RENAMED
@@ -196,12 +200,13 @@ def register(app: typer.Typer) -> None:
             named = {**file, **cli}
             check_names(named.get("dataset"), named.get("device"))
             start = SearchStart.from_dict(resolve_start(file, cli, budget_cli))
-            if not quiet:
+            if verbose and not quiet:  # else one line per method and a heartbeat
                 start = SearchStart.from_dict({**start.to_dict(), "progress": True})
             resolved = {**start.to_dict(), "methods": specs, "out": str(out)}
             if print_config_:
                 print_config(resolved)
-            results = run_methods(start, specs, out, log=lambda t: console.print(t, markup=False))
+            log = (lambda t: None) if quiet else (lambda t: console.print(t, markup=False))
+            results = run_methods(start, specs, out, log=log)
             report = write_outputs(out, start, results, config=resolved)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e
@@ -212,4 +217,5 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(130) from None
         print_comparison(start, results, console=console)
+        console.print(headline(start, results).splitlines()[0], markup=False)  # the answer
         console.print(f"results: {out / 'search.json'}, {out / 'search.csv'}; report: {report}")

@@ -29,8 +29,10 @@ share evaluations.
 
 Modules: config (LesionConfig, LesionResult, Group), stats (Spearman, partial Spearman),
 signals (per-block signals, accuracy, matched controls), cache (accuracies of lesion sets on
-disk), study (lesion_study), summary (correlations, removable fractions), run (lesion_run on a
-run directory, locked while it runs), outputs (CSV/JSON/PNG files and tables).
+disk), study (lesion_study), progress (the plain "lesion i/n sets  elapsed ..  eta .." lines),
+summary (correlations, removable fractions), run (lesion_run on a run directory, locked while it
+runs; the run's own test_limit unless cfg.test_limit is given), outputs (CSV/JSON/PNG files and
+tables).
 """
 
 from .cache import AccuracyCache

@@ -40,7 +40,8 @@ class LesionConfig:
     batch_size: int | None = None
     eval_batch_size: int = 500
     tolerance: float = 0.01  # "no significant loss": less than this accuracy loss (1 point)
-    test_limit: int | None = None  # first n test samples (lesion_run); None = the whole split
+    # first n test samples (lesion_run); None = the run's test_limit, 0 = the whole split
+    test_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.samples < 2:
@@ -49,6 +50,15 @@ class LesionConfig:
             )
         if self.max_k is not None and self.max_k < 1:
             raise ValueError(f"max_k must be >= 1 (or None for all blocks), got {self.max_k}.")
+        if self.test_limit is not None and (
+            not isinstance(self.test_limit, int) or isinstance(self.test_limit, bool)
+        ):
+            raise ValueError(f"test_limit must be an integer (or None), got {self.test_limit!r}.")
+        if self.test_limit is not None and self.test_limit < 0:
+            raise ValueError(
+                f"test_limit must be >= 0 (0 = the whole test split, None = the run's), got "
+                f"{self.test_limit}."
+            )
         if not 0 < self.tolerance < 1:
             raise ValueError(
                 f"tolerance is an accuracy loss as a fraction in (0, 1) (0.01 = 1 point), got "

@@ -181,7 +181,9 @@ def print_lesion(res: LesionResult, console=None) -> None:
         console=console,
     )
     h = s.get("individually_harmless")
-    if h:
+    if h and not h.get("k"):
+        console.print(f"no block costs < {tol} alone: none to lesion together", highlight=False)
+    elif h:
         console.print(
             f"{h['k']} of {plural(s['num_blocks'], 'block')} each cost < {tol} alone; "
             f"lesioned together: {pct(h['joint_test_acc'], decimals=2)} "

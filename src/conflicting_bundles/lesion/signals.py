@@ -4,7 +4,7 @@ accuracy of a (lesioned) model, and position-matched control blocks."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -16,9 +16,16 @@ from .config import LesionConfig
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+def accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 500,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> float:
     """Top-1 accuracy (a fraction in 0..1) of ``model`` in eval mode; x (N, C, H, W) float32,
-    y (N,). The model's train/eval mode is restored."""
+    y (N,). The model's train/eval mode is restored. on_batch(seen, N): called after each
+    batch (the study's progress lines)."""
     was = model.training
     model.eval()
     correct = 0
@@ -26,6 +33,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         for s in range(0, len(y), batch_size):
             logits = model(x[s : s + batch_size])  # (B, classes)
             correct += int((logits.argmax(1) == y[s : s + batch_size]).sum())
+            if on_batch is not None:
+                on_batch(min(s + batch_size, len(y)), len(y))
     finally:
         model.train(was)
     return correct / max(1, len(y))

@@ -6,6 +6,8 @@ given; :func:`command.run_prune` / :func:`command.run_compare` run it.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +45,7 @@ class PruneConfig:
     normalize: str = "none"
     tokenizer: str | None = None  # default: the hf model's directory
     max_length: int = 64
-    out: str = "pruned"
+    out: str | None = None  # default: runs/prune/<name of the model> (default_out)
     remove: int = 1
     scorer: str = "conflict"
     iterative: bool = False
@@ -68,6 +70,15 @@ class PruneConfig:
     random_repeats: int = 5
 
     def __post_init__(self) -> None:  # a config file holds lists where the fields are tuples
+        if not (isinstance(self.heal_lr, (int, float)) and math.isfinite(self.heal_lr)):
+            raise ValueError(f"heal_lr must be a finite number > 0, got {self.heal_lr!r}.")
+        if self.heal_lr <= 0 or self.heal_steps < 0:
+            raise ValueError(
+                f"heal_lr must be > 0 and heal_steps >= 0, got {self.heal_lr} and "
+                f"{self.heal_steps}."
+            )
+        if self.out is None:
+            self.out = default_out(self.model)
         if self.input_size is not None:
             self.input_size = tuple(self.input_size)
         self.scorers = tuple(self.scorers)
@@ -121,3 +132,11 @@ class PruneConfig:
         if self.n_samples is not None:
             kw["n_samples"] = self.n_samples
         return kw
+
+
+def default_out(model: str) -> str:
+    """runs/prune/<a name from the model spec>: resnet18 for torchvision.models:resnet18,
+    deit_tiny for timm:deit_tiny, the folder or file name for a path (git-ignored runs/)."""
+    name = str(model).rstrip("/").split(":")[-1].replace("\\", "/").split("/")[-1]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name.removesuffix(".pt")).strip(".-") or "model"
+    return f"runs/prune/{name[:80]}"

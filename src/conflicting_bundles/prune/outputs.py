@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from .runner import rank
 __all__ = [
     "PRUNE_FILES",
     "compare_headline",
+    "drop_hint",
+    "relative_scores",
     "open_out",
     "plot_scores",
     "prune_headline",
@@ -151,6 +154,9 @@ def prune_headline(s: dict) -> str:
         lines.append(
             f"Evaluation accuracy {pct(s['quality_before']['accuracy'])} -> {pct(q['accuracy'])}."
         )
+        hint = drop_hint(s)
+        if hint:
+            lines.append(hint)
     lines.append(f"Output cosine to the full model: {q['cosine_to_full']:.4f}.")
     m = s.get("measure")
     if m:
@@ -164,6 +170,33 @@ def prune_headline(s: dict) -> str:
     else:
         lines.append(f"Scores: '{s['scorer']}' {scoring_text(s['score_samples'])}.")
     return "\n".join(lines)
+
+
+DROP_POINTS = 3.0  # an accuracy loss worth a hint of what to try
+
+
+def drop_hint(s: dict) -> str | None:
+    """What to try when removal cost more than DROP_POINTS points of accuracy."""
+    before, after = s["quality_before"].get("accuracy"), s["quality_after"].get("accuracy")
+    if before is None or after is None or 100 * (before - after) <= DROP_POINTS:
+        return None
+    k = len(s["removed"])
+    fewer = f"fewer blocks (--remove {k - 1}), " if k > 1 else ""
+    healed = bool(s.get("heal")) or bool((s.get("config") or {}).get("heal_steps"))
+    heal = "more --heal-steps" if healed else "--heal-steps 200 (fine-tune after the removal)"
+    return (
+        f"Accuracy fell {100 * (before - after):.1f} points: try {fewer}{heal}, or another "
+        "scorer (--compare ranks every scorer on this model)."
+    )
+
+
+def relative_scores(scores: dict[str, float]) -> dict[str, float]:
+    """Each block's score as a share of the largest |score| (1.0 = the most removable end of
+    the ranking's scale), so tiny raw values such as 6.4e-09 read as 0.00 .. 1.00."""
+    top = max((abs(v) for v in scores.values() if math.isfinite(v)), default=0.0)
+    return {
+        k: (v / top if top > 0 and math.isfinite(v) else float("nan")) for k, v in scores.items()
+    }
 
 
 def compare_headline(rows: list[dict], max_remove: int | None) -> str:

@@ -10,8 +10,10 @@ ran from; a rerun with the same start reuses it (and trainings are shared and ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from .plots import scatter
 from .records import RUNTIME_FIELDS, SearchResult, SearchStart
 from .registry import create_search
 
+HEARTBEAT_S = 10.0  # seconds between two progress lines of a running method
 TABLE_COLUMNS = (
     "method",
     "criterion",
@@ -35,6 +38,17 @@ TABLE_COLUMNS = (
     "trainings",
     "wall_s",
 )
+
+
+HEADERS = {  # the report's names for the columns
+    "size": "size (hidden layers or blocks)",
+    "params": "parameters",
+    "latency_ms_b1": "latency b1 (ms)",
+    "latency_ms_b64": "latency b64 (ms)",
+    "val_acc": "val acc",
+    "test_acc": "test acc",
+    "wall_s": "wall (s)",
+}
 
 
 def _safe(spec: str) -> str:
@@ -55,6 +69,41 @@ def cached_result(out: Path, spec: str, start: SearchStart) -> SearchResult | No
     return SearchResult.from_dict(d["result"])
 
 
+def trainings_finished(out: Path, since: float) -> int:
+    """Trainings under ``out`` that wrote their summary.json after ``since`` (time.time())."""
+    n = 0
+    for p in Path(out).rglob(runs.SUMMARY):
+        try:
+            n += p.stat().st_mtime >= since
+        except OSError:
+            pass
+    return n
+
+
+@contextlib.contextmanager
+def heartbeat(out: Path, spec: str, log: Callable[[str], None], *, every: float = HEARTBEAT_S,
+              quiet: bool = False):  # fmt: skip
+    """A line every ``every`` seconds while a method runs (the trainings inside print nothing
+    unless --verbose), so a piped search shows progress: '  sh-ladder: 3 trainings done, 20 s'."""
+    if quiet:
+        yield
+        return
+    stop, t0, w0 = threading.Event(), time.perf_counter(), time.time()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            n = trainings_finished(out, w0)
+            log(f"  {spec}: {plural(n, 'training')} done, {duration(time.perf_counter() - t0)}")
+
+    t = threading.Thread(target=beat, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
 def run_methods(
     start: SearchStart,
     specs: Sequence[str],
@@ -72,7 +121,8 @@ def run_methods(
         if r is None:
             log(f"[{start.label}, {start.dataset}, seed {start.seed}] {spec} ...")
             t0 = time.perf_counter()
-            r = m.run(start, out)
+            with heartbeat(out, spec, log, quiet=start.progress):
+                r = m.run(start, out)
             r.method = spec
             runs.write_json(
                 out / "results" / f"{_safe(spec)}.json",
@@ -134,12 +184,12 @@ def write_outputs(
         },
     )
     runs.write_csv(out / "search.csv", [{**r.row(), "size": str(r.size)} for r in results])
-    pts = [(r.method, r.epochs, 100 * r.test_acc) for r in results]
-    scatter(pts, out / "search_cost.png", "epochs trained (all trainings)", "test accuracy (%)")
+    pts = [(r.method, r.wall_s, 100 * r.test_acc) for r in results]
+    scatter(pts, out / "search_cost.png", "wall time (s, all trainings)", "test accuracy (%)")
     pts = [(r.method, r.params, 100 * r.test_acc) for r in results]
     scatter(pts, out / "search_params.png", "parameters", "test accuracy (%)", logx=True)
     sections = [
-        ("Comparison", html_table(rows, TABLE_COLUMNS)),
+        ("Comparison", html_table(rows, TABLE_COLUMNS, HEADERS)),
         ("Test accuracy vs training cost", html_image(out / "search_cost.png")),
         ("Test accuracy vs parameters", html_image(out / "search_params.png")),
     ]
