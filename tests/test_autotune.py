@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from conflicting_bundles import runs
+from conflicting_bundles import rundir, runs
 from conflicting_bundles.autotune import (
     AutotuneConfig,
     ConflictCheck,
@@ -287,8 +287,8 @@ def test_search_files_without_a_state_are_not_replaced_silently(tmp_path):
 
 def test_a_second_search_on_a_locked_folder_is_refused(tmp_path):
     out = tmp_path / "busy"
-    with runs.locked(out, "another autotune"):
-        with pytest.raises(runs.RunInUseError, match="in use by pid"):
+    with rundir.locked(out, "another autotune"):
+        with pytest.raises(rundir.RunInUseError, match="in use by pid"):
             autotune(_search(out), console=QUIET)
     assert not (out / "autotune_state.json").exists()
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conflicting_bundles import runs
+from conflicting_bundles import rundir, runs
 from conflicting_bundles.cli import app
 from conflicting_bundles.grid import (
     GridConfig,
@@ -88,7 +88,7 @@ def test_resume_skips_finished_cells_and_resumes_interrupted_ones(grid):
     # (16, 1): killed before its first checkpoint: only config.json (and the marker) is left
     d = cell_dir(out, 16, 1)
     for p in d.iterdir():
-        if p.name not in ("config.json", runs.MARKER):
+        if p.name not in ("config.json", rundir.MARKER):
             p.unlink() if p.is_file() else shutil.rmtree(p)
     res = run_grid(cfg, progress=False)
     assert res.actions == {
@@ -119,8 +119,8 @@ def test_other_training_config_in_the_same_out_is_refused(grid):
 
 
 def test_a_grid_into_a_locked_folder_is_refused(tmp_path):
-    with runs.locked(tmp_path / "g", "another grid"):
-        with pytest.raises(runs.RunInUseError, match="in use by pid"):
+    with rundir.locked(tmp_path / "g", "another grid"):
+        with pytest.raises(rundir.RunInUseError, match="in use by pid"):
             run_grid(grid_cfg(tmp_path / "g"), progress=False)
     assert not (tmp_path / "g" / "cells").exists()
 

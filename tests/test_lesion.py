@@ -16,7 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conflicting_bundles import runs
+from conflicting_bundles import rundir, runs
 from conflicting_bundles.cli import app
 from conflicting_bundles.data import iterate, load_dataset
 from conflicting_bundles.lesion import (
@@ -288,8 +288,8 @@ def test_plans_per_group():
 
 def test_a_study_into_a_locked_folder_is_refused(run_dir, tmp_path):
     out = tmp_path / "busy"
-    with runs.locked(out, "another lesion"):
-        with pytest.raises(runs.RunInUseError, match="in use by pid"):
+    with rundir.locked(out, "another lesion"):
+        with pytest.raises(rundir.RunInUseError, match="in use by pid"):
             lesion_run(run_dir, LesionConfig(repeats=1), out, progress=False, report=False)
     assert not (out / "lesion_summary.json").exists()
 

@@ -608,7 +608,7 @@ def make_run_dir(path):
     model = create_model("resnet", blocks=[2, 2, 1, 1], width_mult=0.125, in_shape=(1, 28, 28))
     (path / "checkpoints").mkdir(parents=True)
     (path / "arch.json").write_text(json.dumps(model.arch()))
-    torch.save({"model": model.state_dict()}, path / "checkpoints" / "last.pt")
+    torch.save({"model": model.state_dict(), "epoch": 1}, path / "checkpoints" / "last.pt")
     return model.eval()
 
 

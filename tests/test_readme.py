@@ -245,4 +245,5 @@ def test_readme_commands_run_in_a_shell_after_its_setup_lines(tmp_path):
     res = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.splitlines()[0] == str(REPO / ".venv" / "bin" / "cbundles")
+    found = Path(res.stdout.splitlines()[0]).resolve()
+    assert found == (REPO / ".venv" / "bin" / "cbundles").resolve()

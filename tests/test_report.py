@@ -14,7 +14,6 @@ import pytest
 
 from conflicting_bundles import runs
 from conflicting_bundles.report import (
-    build_report,
     fmt_column,
     html_table,
     pct,
@@ -23,6 +22,7 @@ from conflicting_bundles.report import (
     write_html,
 )
 from conflicting_bundles.report_kinds import detect_kind
+from conflicting_bundles.runreport import build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -18,8 +18,8 @@ from conflicting_bundles import rundir, runs
 
 HOLD_SCRIPT = """
 import sys, time
-from conflicting_bundles import runs
-with runs.locked(sys.argv[1], "cbundles test-holder", mark=False):
+from conflicting_bundles import rundir
+with rundir.locked(sys.argv[1], "cbundles test-holder", mark=False):
     print("locked", flush=True)
     time.sleep(60)
 """
@@ -38,8 +38,8 @@ def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
     out = tmp_path / "run"
     proc = hold_lock(out)
     try:
-        with pytest.raises(runs.RunInUseError) as err:
-            runs.open_run(out, command="cbundles train")
+        with pytest.raises(rundir.RunInUseError) as err:
+            rundir.open_run(out, command="cbundles train")
         msg = str(err.value)
         assert f"in use by pid {proc.pid} (cbundles test-holder, since " in msg
         assert "wait for it or choose another --out" in msg
@@ -48,19 +48,19 @@ def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
         proc.kill()
         proc.wait()
     # The kernel released the dead holder's flock: the stale .lock is taken over.
-    with runs.open_run(out, command="cbundles train") as rd:
+    with rundir.open_run(out, command="cbundles train") as rd:
         info = json.loads((out / ".lock").read_text())
         assert info["pid"] == os.getpid() and info["command"] == "cbundles train"
-        assert rd.mode is runs.RunMode.NEW
+        assert rd.mode is rundir.RunMode.NEW
     assert (out / ".lock").read_text() == ""  # released: the holder's record is cleared
 
 
 def test_lock_is_exclusive_within_one_process_too(tmp_path):
-    with runs.locked(tmp_path, "first"):
-        with pytest.raises(runs.RunInUseError, match="first"):
-            with runs.locked(tmp_path, "second"):
+    with rundir.locked(tmp_path, "first"):
+        with pytest.raises(rundir.RunInUseError, match="first"):
+            with rundir.locked(tmp_path, "second"):
                 pass
-    with runs.locked(tmp_path, "third"):
+    with rundir.locked(tmp_path, "third"):
         pass
 
 
@@ -74,30 +74,30 @@ def test_new_overwrite_and_refusal_touch_only_owned_files(tmp_path):
     with pytest.raises(
         runs.RunDirError, match=r"already holds a run \(seed 0\).*--resume.*--force"
     ):
-        runs.open_run(tmp_path, command="c", owned=owned, describe="seed 0")
+        rundir.open_run(tmp_path, command="c", owned=owned, describe="seed 0")
     assert (tmp_path / "config.json").exists()
     # Files named like a run's but no marker of this tool: --force deletes nothing.
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(runs.RunDirError, match=r"no \.cbundles-run\.json.*deletes nothing"):
-        runs.open_run(tmp_path, command="c", owned=owned, force=True)
+        rundir.open_run(tmp_path, command="c", owned=owned, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     mark(tmp_path, "c")
-    with runs.open_run(tmp_path, command="c", owned=owned, force=True) as rd:
-        assert rd.mode is runs.RunMode.OVERWRITE
-    assert sorted(p.name for p in tmp_path.iterdir()) == [runs.MARKER, ".lock", "notes.json"]
-    with runs.open_run(tmp_path, command="c", owned=owned) as rd:
-        assert rd.mode is runs.RunMode.NEW
+    with rundir.open_run(tmp_path, command="c", owned=owned, force=True) as rd:
+        assert rd.mode is rundir.RunMode.OVERWRITE
+    assert sorted(p.name for p in tmp_path.iterdir()) == [rundir.MARKER, ".lock", "notes.json"]
+    with rundir.open_run(tmp_path, command="c", owned=owned) as rd:
+        assert rd.mode is rundir.RunMode.NEW
 
 
 def mark(folder, command):
     """What a run of ``command`` leaves in its folder: the marker."""
-    (folder / runs.MARKER).write_text(json.dumps({"format": 1, "command": command}))
+    (folder / rundir.MARKER).write_text(json.dumps({"format": 1, "command": command}))
 
 
 def test_deferred_clear(tmp_path):
     (tmp_path / "a.csv").write_text("x")
     mark(tmp_path, "c")
-    rd = runs.open_run(tmp_path, command="c", owned=("a.csv",), force=True, defer_clear=True)
+    rd = rundir.open_run(tmp_path, command="c", owned=("a.csv",), force=True, defer_clear=True)
     assert rd.pending_clear and (tmp_path / "a.csv").exists()
     rd.clear()
     rd.close()
@@ -106,11 +106,11 @@ def test_deferred_clear(tmp_path):
 
 def test_resume_checks_the_stored_config(tmp_path):
     with pytest.raises(runs.RunDirError, match="nothing to resume"):
-        runs.open_run(tmp_path / "none", command="c", resume=True)
+        rundir.open_run(tmp_path / "none", command="c", resume=True)
     assert not (tmp_path / "none").exists()
     runs.write_json(tmp_path / "config.json", {"seed": 0, "lr": 0.001, "epochs": 3})
-    with pytest.raises(runs.ConfigMismatchError) as err:
-        runs.open_run(
+    with pytest.raises(rundir.ConfigMismatchError) as err:
+        rundir.open_run(
             tmp_path,
             command="c",
             resume=True,
@@ -122,7 +122,7 @@ def test_resume_checks_the_stored_config(tmp_path):
     assert "seed: run has 0, given 1" in msg and "lr: run has 0.001, given 0.01" in msg
     assert "epochs" not in msg.split("(only")[0] and "dataset" not in msg
     assert isinstance(err.value, ValueError)  # callers catching ValueError still see it
-    with runs.open_run(
+    with rundir.open_run(
         tmp_path, command="c", resume=True, config={"seed": 0, "epochs": 5}, runtime_keys=["epochs"]
     ) as rd:
         assert rd.resumed and rd.stored_config["lr"] == 0.001
@@ -130,10 +130,10 @@ def test_resume_checks_the_stored_config(tmp_path):
 
 def test_a_folder_created_for_a_refused_command_is_removed(tmp_path):
     out = tmp_path / "new"
-    with runs.open_run(out, command="c"):
+    with rundir.open_run(out, command="c"):
         assert out.is_dir()
     assert not out.exists()  # nothing was written
-    with runs.open_run(out, command="c") as rd:
+    with rundir.open_run(out, command="c") as rd:
         runs.write_json(rd.path / "config.json", {})
     assert (out / "config.json").exists()
 
@@ -141,7 +141,7 @@ def test_a_folder_created_for_a_refused_command_is_removed(tmp_path):
 def test_file_instead_of_folder(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(runs.RunDirError, match="is a file, not a directory"):
-        runs.open_run(tmp_path / "f", command="c")
+        rundir.open_run(tmp_path / "f", command="c")
 
 
 def test_unwritable_output_is_reported_before_work(tmp_path, monkeypatch):
@@ -150,7 +150,7 @@ def test_unwritable_output_is_reported_before_work(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rundir.os, "fsync", full)
     with pytest.raises(runs.RunDirError, match="disk full.*free some space"):
-        runs.open_run(tmp_path / "x", command="c")
+        rundir.open_run(tmp_path / "x", command="c")
     monkeypatch.undo()
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -160,7 +160,7 @@ def test_unwritable_output_is_reported_before_work(tmp_path, monkeypatch):
 
     monkeypatch.setattr("builtins.open", readonly)
     with pytest.raises(runs.RunDirError, match="read-only file system"):
-        runs.check_writable(ro)
+        rundir.check_writable(ro)
 
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -181,9 +181,9 @@ def test_kill_9_of_the_holder_frees_the_lock(tmp_path):
     deadline = time.monotonic() + 10
     while True:
         try:
-            with runs.locked(tmp_path, "after"):
+            with rundir.locked(tmp_path, "after"):
                 break
-        except runs.RunInUseError:
+        except rundir.RunInUseError:
             assert time.monotonic() < deadline
             time.sleep(0.05)
 

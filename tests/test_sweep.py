@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from conflicting_bundles import runs
+from conflicting_bundles import rundir, runs
 from conflicting_bundles.autotune import AutotuneConfig, autotune
 from conflicting_bundles.cli import app
 from conflicting_bundles.sweep import (
@@ -240,8 +240,8 @@ def test_lesion_trials_on_an_auto_tune_folder(tmp_path):
 
 def test_a_sweep_into_a_locked_folder_is_refused(tmp_path):
     spec = SweepSpec("train", dict(TINY), {"seed": [0]}, out=str(tmp_path / "s"))
-    with runs.locked(tmp_path / "s", "another sweep"):
-        with pytest.raises(runs.RunInUseError, match="in use by pid"):
+    with rundir.locked(tmp_path / "s", "another sweep"):
+        with pytest.raises(rundir.RunInUseError, match="in use by pid"):
             run_sweep(spec, serial=True, console=QUIET)
     assert not (tmp_path / "s" / "trials").exists()
 

@@ -12,7 +12,8 @@ import torch
 from conflicting_bundles import runs
 from conflicting_bundles.console import set_progress
 from conflicting_bundles.models import create_model
-from conflicting_bundles.report import build_report, fmt_column, pct, plural, table_decimals
+from conflicting_bundles.report import fmt_column, pct, plural, table_decimals
+from conflicting_bundles.runreport import build_report
 from conflicting_bundles.train.summary import SUMMARY_KEYS, print_summary
 
 

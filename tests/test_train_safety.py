@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conflicting_bundles import runs
+from conflicting_bundles import rundir, runs
 from conflicting_bundles.cli import app
 from conflicting_bundles.train import train
 
@@ -63,7 +63,7 @@ def test_a_running_train_locks_its_out(tmp_path, tiny_config):
         assert "choose another --out" in flat(r.output)
         r = runner.invoke(app, ["train", "--resume", "--out", str(out), "-q"])
         assert r.exit_code == 1 and f"in use by pid {proc.pid}" in flat(r.output)
-        with pytest.raises(runs.RunInUseError):
+        with pytest.raises(rundir.RunInUseError):
             train(cfg, resume=True)
     finally:
         go.touch()

@@ -9,7 +9,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from conflicting_bundles import runs
+from conflicting_bundles import rundir, runs
 from conflicting_bundles.cli import app
 
 TINY = ["--model", "fnn", "--width", "8", "--depth", "2", "--dataset", "synthetic", "--epochs",
@@ -90,7 +90,7 @@ def test_force_never_deletes_in_a_folder_that_is_not_a_run_of_this_tool(tmp_path
     (docs / "report.html").write_text("<p>my report</p>")
     (docs / "tb" / "keep.txt").write_text("keep")
     before = snapshot(docs)
-    refused(run("train", *TINY, "--force", "--out", docs), runs.MARKER, "deletes nothing")
+    refused(run("train", *TINY, "--force", "--out", docs), rundir.MARKER, "deletes nothing")
     after = snapshot(docs)
     assert after.pop(".lock", b"") == b""  # the (released, empty) lock file is all it adds
     assert after == before
@@ -137,9 +137,9 @@ def test_only_this_tools_temp_names_are_cleaned_after_acceptance(trained):
 
 
 def test_a_damaged_marker_is_named(trained):
-    (trained / runs.MARKER).write_text("[1, 2")
+    (trained / rundir.MARKER).write_text("[1, 2")
     refused(run("train", *TINY, "--epochs", "2", "--resume", "--out", trained),
-            runs.MARKER, "damaged")  # fmt: skip
+            rundir.MARKER, "damaged")  # fmt: skip
 
 
 # ------------------------------------------------------------------ config files in bounds

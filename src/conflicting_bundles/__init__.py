@@ -47,7 +47,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "list_datasets": (".data", "list_datasets"),
     "ArrayDataset": (".data", "ArrayDataset"),
     "from_torch": (".data", "from_torch"),
-    "build_report": (".report", "build_report"),
+    "build_report": (".runreport", "build_report"),
 }
 # sub-packages whose main function has their own name
 _CALLABLE_MODULES = ("train", "autotune")

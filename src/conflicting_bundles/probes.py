@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .measurespec import LayerResult, layer_result
+from .layerstats import LayerResult, layer_result
 from .metric import (
     Criterion,
     bundle_entropy_from_ids,

@@ -19,11 +19,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .runs import atomic_write_text, runs_inside
+from .runs import atomic_write_text
 
 __all__ = [
     "acc_text",
-    "build_report",
     "duration",
     "fmt",
     "fmt_column",
@@ -322,31 +321,3 @@ def write_html(
     if raw is not None:
         parts.append(html_raw(raw))
     return atomic_write_text(path, "\n".join(parts) + "\n")
-
-
-def build_report(run_dir: str | Path) -> Path:
-    """report.html for any run directory this project writes (train, autotune, lesion, grid,
-    sweep, prune): the answer first, then the plots (missing ones are drawn from the CSVs), the
-    tables, and every JSON summary last, collapsed. Also ``cbundles report RUN_DIR``."""
-    from .report_kinds import describe_run
-
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"{d} is not a directory; pass a run directory.")
-    desc = describe_run(d)
-    sections = [("plots", html_figures(desc.plots))] if desc.plots else []
-    for name, rows in desc.tables:
-        sections.append((name, html_table(rows)))
-    if not sections and not desc.raw:
-        inside = runs_inside(d)
-        hint = (
-            f" It holds runs: {', '.join(map(str, inside[:6]))}"
-            + (f" and {len(inside) - 6} more" if len(inside) > 6 else "")
-            + "; pass one of them."
-            if inside
-            else ""
-        )
-        raise FileNotFoundError(f"{d} holds no result files (JSON/CSV/PNG) to report.{hint}")
-    return write_html(
-        d / "report.html", desc.title, sections, headline=desc.headline, raw=desc.raw or None
-    )

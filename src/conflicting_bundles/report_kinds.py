@@ -319,10 +319,10 @@ def _search(d: Path) -> tuple[str, list[Path]]:
     s = _json(d / "search.json")
     start, results = s.get("start", {}), s.get("results", [])
     budget = start.get("budget", {})
-    from .search.records import start_label  # search.json holds the start's fields, no label
+    label = s.get("label") or start.get("family", "?")  # the producer writes its label
 
     lines = [
-        f"Run: search from {start_label(start)} on {start.get('dataset', '?')}, seed "
+        f"Run: search from {label} on {start.get('dataset', '?')}, seed "
         f"{start.get('seed', '?')}, {plural(budget.get('epochs'), 'epoch')} per training."
     ]
     scored = [r for r in results if isinstance(r.get("val_acc"), (int, float))]

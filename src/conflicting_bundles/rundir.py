@@ -3,12 +3,12 @@
 Every command that writes into a folder (train, autotune, grid, lesion, sweep, ...) opens it
 with :func:`open_run` and keeps the returned :class:`RunDir` open for as long as it writes::
 
-    from conflicting_bundles import runs
+    from conflicting_bundles import rundir, runs
 
-    with runs.open_run(out, command="cbundles train", resume=resume, force=force,
-                       config=cfg.to_dict(), owned=runs.RUN_FILES + runs.RUN_DIRS,
-                       runtime_keys=("epochs", "device")) as rd:
-        if rd.mode is runs.RunMode.RESUME: ...   # rd.stored_config: the config.json found
+    with rundir.open_run(out, command="cbundles train", resume=resume, force=force,
+                         config=cfg.to_dict(), owned=runs.RUN_FILES + runs.RUN_DIRS,
+                         runtime_keys=("epochs", "device")) as rd:
+        if rd.mode is rundir.RunMode.RESUME: ...   # rd.stored_config: the config.json found
         runs.write_json(rd.path / runs.CONFIG, cfg.to_dict())
         ...
 

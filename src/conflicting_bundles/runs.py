@@ -18,9 +18,8 @@ either the old or the new file, never half of one; files get the permissions the
 allows (as ``open`` would give them). Readers never import train.py.
 
 The lifecycle of a run directory (the lock, new / resume / overwrite, the files each command
-owns) is in :mod:`conflicting_bundles.rundir`; its names are available here too:
-``runs.open_run``, ``runs.RunDir``, ``runs.RunMode``, ``runs.locked``, ``runs.RunInUseError``,
-``runs.ConfigMismatchError``, ``runs.check_writable``, ``runs.describe_os_error``.
+owns) is in :mod:`conflicting_bundles.rundir` (above this module: it imports this one, never
+the other way).
 """
 
 from __future__ import annotations
@@ -67,15 +66,6 @@ __all__ = [
     "write_json",
     "write_jsonl",
 ]
-
-
-def __getattr__(name: str):
-    # rundir.py imports this module, so its public names are re-exported lazily (no cycle).
-    from . import rundir
-
-    if name in rundir.__all__:
-        return getattr(rundir, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 CONFIG = "config.json"

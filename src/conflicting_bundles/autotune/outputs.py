@@ -78,7 +78,7 @@ def finish(
     cfg: AutotuneConfig, st: SearchState, out: Path, base: TrainConfig, console: Console
 ) -> AutotuneResult:
     """autotune.json, plots, report.html and the tables of a finished search."""
-    from ..report import build_report
+    from ..runreport import build_report
 
     costs = _costs(st, base)
     steps = st.steps

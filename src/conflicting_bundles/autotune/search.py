@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from .. import distributed, runs
+from .. import distributed, rundir, runs
 from ..console import make_console
 from ..models import create_model
 from ..train import TrainConfig
@@ -42,7 +42,7 @@ def open_search(
     *,
     resume: bool,
     force: bool,
-    lock: runs.RunLock | None = None,
+    lock: rundir.RunLock | None = None,
 ) -> SearchState:
     """The state to continue from: the stored one (``resume``, same config outside the
     runtime fields), or a new one (refused over an existing search unless ``force``, which
@@ -62,7 +62,7 @@ def open_search(
     if not own and store.owned_files() and lock is not None and lock.marker is None:
         raise runs.RunDirError(
             f"{out} holds {', '.join(p.name for p in store.owned_files()[:6])} but no "
-            f"{runs.MARKER}: it is not a run of this tool, so --force deletes nothing there. "
+            f"{rundir.MARKER}: it is not a run of this tool, so --force deletes nothing there. "
             "Choose another --out."
         )
     if exists and not (resume or force):
@@ -113,7 +113,7 @@ def autotune(
     console = (console or make_console()) if main else make_console(quiet=True)
     store = SearchDir(cfg.out)
     # One process per search folder (rank 0 holds the lock for the whole run under torchrun).
-    hold = runs.locked(store.out, "cbundles autotune", mark=False)
+    hold = rundir.locked(store.out, "cbundles autotune", mark=False)
     with hold if main else contextlib.nullcontext() as lock:
         return _search(store, cfg, base, resume=resume, force=force, console=console, lock=lock)
 
@@ -126,7 +126,7 @@ def _search(
     resume: bool,
     force: bool,
     console: Console,
-    lock: runs.RunLock | None = None,
+    lock: rundir.RunLock | None = None,
 ) -> AutotuneResult:
     main = distributed.is_main()
     st = open_search(store, cfg, base, resume=resume, force=force, lock=lock)

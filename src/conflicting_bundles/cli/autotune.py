@@ -222,7 +222,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
         """Regenerate report.html of a run directory from its files."""
-        from ..report import build_report
+        from ..runreport import build_report
 
         try:
             path = build_report(run_dir)

@@ -42,7 +42,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _write_report(run_dir: Path, console) -> None:
     """report.html + accuracy/bundle plots; a failure here never loses the finished run."""
-    from ..report import build_report
+    from ..runreport import build_report
 
     try:
         path = build_report(run_dir)

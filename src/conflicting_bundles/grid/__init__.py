@@ -14,7 +14,7 @@ starts over. Cells run in ``workers`` processes with one torch thread each, larg
 Outputs in ``out``: grid.csv (one row per cell; accuracies as fractions, ``*_acc``),
 grid_summary.json, grid.png (heat map of test accuracy with the conflict boundary drawn over it),
 report.html; grid.json holds the settings every cell shares (a rerun with others is refused).
-The cells run on the sweep's executors (sweep.executors.run_pool; workers die with the parent),
+The cells run in the shared local pool (pool.run_pool; workers die with the parent),
 and the sweep's grid-cell kind runs the same cells (cells.py).
 """
 

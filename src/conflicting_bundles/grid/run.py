@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import runs
+from .. import rundir, runs
 from ..console import progress_enabled
+from ..pool import run_pool
 from ..report import pct, plural
-from ..sweep.executors import run_pool
 from .cells import (
     GridConfig,
     GridResult,
@@ -67,7 +67,7 @@ def run_grid(cfg: GridConfig, *, progress: bool = True, report: bool = True) -> 
         raise runs.RunDirError(f"--out {out} is a file, not a directory.")
     check_settings(cfg, out)
     load_dataset(cfg.dataset, "train", cfg.data_dir, limit=1)  # a clear error before any worker
-    with runs.locked(out, "cbundles grid"):
+    with rundir.locked(out, "cbundles grid"):
         runs.write_json(out / SETTINGS, settings(cfg))
         return _run(cfg, out, progress, report)
 
@@ -121,7 +121,7 @@ def _run(cfg: GridConfig, out: Path, progress: bool, report: bool) -> GridResult
     if progress:
         print_grid(rows, summary)
     if report:
-        from ..report import build_report
+        from ..runreport import build_report
 
         build_report(out)
     return GridResult(out, rows, actions, summary)

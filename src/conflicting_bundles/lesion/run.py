@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .. import runs
+from .. import rundir, runs
 from ..measurespec import MeasureSpec
 from .cache import CACHE_FILE
 from .config import LesionConfig, LesionResult
@@ -60,7 +60,7 @@ def lesion_run(
     test_set["run_test_limit"] = tc.test_limit
     test_set["text"] = describe_test_set(len(test_ds), limit, source, tc.test_limit)
     out = Path(out) if out is not None else run_dir / "lesion"
-    with runs.locked(out, "cbundles lesion"):  # one study per folder (the cache is shared)
+    with rundir.locked(out, "cbundles lesion"):  # one study per folder (the cache is shared)
         return _study(
             run_dir, out, model, ckpt, tc, cfg, spec, train_xy, test_xy, checkpoint, progress,
             report, test_set,
@@ -120,7 +120,7 @@ def _study(
     if progress:
         print_lesion(res)
     if report:
-        from ..report import build_report
+        from ..runreport import build_report
 
         build_report(out)
     return res

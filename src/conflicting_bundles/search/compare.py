@@ -179,6 +179,7 @@ def write_outputs(
         out / "search.json",
         {
             "start": start.to_dict(),
+            "label": start.label,  # report_kinds shows it (it imports no producer)
             "results": [r.to_dict() for r in results],
             **({"config": config} if config is not None else {}),
         },

@@ -30,6 +30,7 @@ and where grid values land), kinds (the built-in kinds), executors (serial, work
 Ray; shared with grid.py), results (summary over seeds, plot), runner (run_sweep).
 """
 
+from . import kinds  # noqa: F401 - the built-in kinds register themselves (producers load lazily)
 from .executors import execute
 from .plan import plan
 from .registry import KINDS, Trial, TrialKind, get_kind, register_kind

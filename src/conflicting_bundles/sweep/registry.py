@@ -61,18 +61,12 @@ def register_kind(kind: TrialKind, *, replace: bool = False) -> TrialKind:
     return KINDS.add(kind.name, kind, replace=replace)
 
 
-def _builtin() -> None:
-    """The built-in kinds register themselves on import (kinds.py imports the producers)."""
-    from . import kinds  # noqa: F401
-
-
 def kind_names() -> list[str]:
-    """Registered kind names, in registration order (built-ins first)."""
-    _builtin()
+    """Registered kind names, in registration order (built-ins first: the package imports
+    kinds.py, which registers them)."""
     return KINDS.names()
 
 
 def get_kind(name: str) -> TrialKind:
     """The kind; ValueError listing the registered kinds when ``name`` is unknown."""
-    _builtin()
     return KINDS.get(name)

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .. import runs
+from .. import rundir, runs
 from .executors import cached_row, head, run_ray, run_serial
 from .plan import plan
 from .registry import Trial, get_kind
@@ -72,14 +72,15 @@ def run_sweep(
             state = "finished" if t.name in rows else "to run"
             console.print(f"  {t.name}  ({state})  {t.dir}", markup=False, highlight=False)
         return SweepResult(out, [rows.get(t.name, head(t, "planned")) for t in trials], [], 0, 0)
-    with runs.locked(out, "cbundles sweep"):
+    with rundir.locked(out, "cbundles sweep"):
         return _run(spec, kind, trials, rows, todo, out, ray_address, num_cpus, serial, console)
 
 
 def _run(spec, kind, trials, rows, todo, out, ray_address, num_cpus, serial, console):
     from rich.markup import escape
 
-    from ..report import build_report, print_table
+    from ..report import print_table
+    from ..runreport import build_report
 
     spec_doc = {"spec": spec.to_dict(), "trials": [dataclasses.asdict(t) for t in trials]}
     runs.write_json(out / SPEC_FILE, spec_doc)

@@ -96,7 +96,7 @@ def train(
       then set from ``model.arch()``. optimizer_state: an optimizer state_dict to start from.
     resume: continue from checkpoints/last.pt (only runtime fields of the config may differ).
     force: overwrite a run already in ``config.out`` (only the files a run writes are removed).
-    The run directory is locked (runs.open_run) from the checks to the return: a second train
+    The run directory is locked (rundir.open_run) from the checks to the return: a second train
     into it, or a --resume while it runs, is refused with RunInUseError.
     Raises ValueError / RunDirError / DatasetError for bad input, OSError when the disk fills
     mid-run (the last completed epoch stays resumable); KeyboardInterrupt leaves the last
