@@ -1,10 +1,7 @@
-"""What goes into report.html for each kind of run directory: the headline (what was run and the
-answer), which plots (drawing the missing ones from the CSVs), which tables, and the raw JSON.
-
-Reads files only. A kind is recognised by its summary file (autotune.json, lesion_summary.json,
-grid_summary.json, sweep.json, prune.json, compare.csv, summary.json/metrics.csv of a training
-run); anything else found is still shown, after the known files.
-"""
+"""What goes into report.html for each kind of run directory: headline (what was run and the
+answer), plots (missing ones drawn from the CSVs), tables and raw JSON. Reads files only; a kind
+is recognised by its summary file (autotune.json, lesion_summary.json, grid_summary.json,
+sweep.json, prune.json, compare.csv, a training run's summary.json); other files still show."""
 
 from __future__ import annotations
 
@@ -315,11 +312,18 @@ def _prune(d: Path) -> tuple[str, list[Path]]:
     return "\n".join(lines), [d / "compare.png"]
 
 
+def _old_label(start: dict) -> str:  # a search.json written before it carried its label
+    fam = start.get("family", "?")
+    if fam == "fnn":
+        return f"fnn {start.get('depth', '?')}x{start.get('width', '?')}"
+    return f"{fam} {start.get('blocks', '')}".strip()
+
+
 def _search(d: Path) -> tuple[str, list[Path]]:
     s = _json(d / "search.json")
     start, results = s.get("start", {}), s.get("results", [])
     budget = start.get("budget", {})
-    label = s.get("label") or start.get("family", "?")  # the producer writes its label
+    label = s.get("label") or _old_label(start)  # the producer writes its label
 
     lines = [
         f"Run: search from {label} on {start.get('dataset', '?')}, seed "
