@@ -13,7 +13,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "conflicting_bundles"
 KNOWN_CIRCLES = {
-    frozenset({"metric", "calibrated"}),  # metric.Criterion.stats calls calibrated_stats
     frozenset({"data.augment", "data.checkerboard", "data.registry", "data.user"}),
 }
 

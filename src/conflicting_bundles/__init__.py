@@ -20,6 +20,7 @@ import inspect
 import sys
 import types
 
+from . import calibrated  # noqa: F401 - registers the calibrated criterion with metric
 from .metric import (
     BundleStats,
     Criterion,

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from .metric import BundleStats, bundle_entropy_from_ids
+from .metric import GROUPINGS, BundleStats, bundle_entropy_from_ids
 
 __all__ = [
     "RADIUS",
@@ -133,3 +133,6 @@ def angular_margin(a: torch.Tensor, labels: torch.Tensor, chunk_rows: int = 1024
         if bool(diff.any()):
             best = min(best, float(d[diff].min()))
     return best
+
+
+GROUPINGS["calibrated"] = calibrated_stats  # metric.Criterion("calibrated").stats calls it

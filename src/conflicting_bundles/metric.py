@@ -1,24 +1,24 @@
 """Bundles and bundle entropy (docs/method.md §2) on tensors.
 
-Imports torch and numpy only: no nn.Module, no I/O. Every other part of the project calls
-:func:`bundle_stats`; a :class:`Criterion` names which grouping rule produced a result so
-reports can say so.
+Imports torch, numpy and rowgroups only: no nn.Module, no I/O. Every other part of the project
+calls :func:`bundle_stats`; a :class:`Criterion` names the grouping rule of a result.
 
-Grouping is exact (see :func:`group_rows`, in rowgroups.py): 64-bit row hashes propose groups,
-every proposed group is verified element by element, and a sort-based refinement takes over on a
-hash collision. All-distinct rows cost 64 sampled columns, duplicated rows about three memory
-passes; the reference's O(N^2 D) loop is only in the tests/benchmarks.
-"""
+Grouping is exact (rowgroups.group_rows): 64-bit row hashes propose groups, each is verified
+element by element, a sort-based refinement takes over on a hash collision. All-distinct rows
+cost 64 sampled columns, duplicated rows about three memory passes. On CPU it runs with at most
+rowgroups.CPU_THREADS (1) torch threads, restoring the caller's: the work is memory-bound and
+extra threads are slow on a busy machine; results never depend on the thread count."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .rowgroups import group_rows, group_rows_exact
+from .rowgroups import bounded_threads, group_rows, group_rows_exact
 
 __all__ = [
     "BundleStats",
@@ -257,10 +257,10 @@ def bundle_stats(
     mode: "reference" (docs/method.md §2: v = w_max - a*lr*(1/bs) in float32, exact row equality),
       "raw" (exact equality of the float32 activations), or "tolerance" (rows within ``gamma``
       in max-norm of the raw activations, leader clustering, see :func:`group_rows_tolerance`).
-    Memory beyond the (N, D) float32 input: cache-sized chunks plus O(N) ids (a hash collision's
-    fallback: one block of at most ``max_block_bytes``, 64 MiB); the transform is applied to
-    one representative row per group of bitwise-equal rows, chunk by chunk.
-    Result tensors live on the input's device.
+    Memory beyond the (N, D) float32 input: cache-sized chunks, O(N) ids and blocks of at most
+    ``max_block_bytes`` (64 MiB; a collision's fallback, the kept sampled columns); the
+    transform is applied to one representative row per group of bitwise-equal rows. Result
+    tensors live on the input's device.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -275,6 +275,17 @@ def bundle_stats(
         raise ValueError(
             "mode='tolerance' needs gamma >= 0 (the max-norm distance that merges rows)."
         )
+    dev = acts.device if isinstance(acts, torch.Tensor) else torch.device("cpu")
+    with bounded_threads(dev):
+        return _bundle_stats(
+            acts, labels, num_classes, w_max, lr, batch_size, mode, gamma, max_block_bytes
+        )
+
+
+def _bundle_stats(
+    acts, labels, num_classes, w_max, lr, batch_size, mode, gamma, max_block_bytes
+) -> BundleStats:
+    """:func:`bundle_stats` after the argument checks (run under :func:`bounded_threads`)."""
     a, y, c = _prepare(acts, labels, num_classes)
     if mode == "tolerance":
         _check_finite(a, "activations")
@@ -287,6 +298,9 @@ def bundle_stats(
         few = 4 * reps.numel() <= a.shape[0]
         if not bool(torch.isfinite((a[reps] if few else a).sum())):
             _check_finite(a, "activations")
+    if g == a.shape[0]:  # all singletons: each H(b) = max(0, -ln(1 + 1e-5)) = 0 exactly
+        sizes = torch.ones(g, dtype=torch.int64, device=a.device)
+        return BundleStats(num_bundles=g, entropy=0.0, bundle_ids=ids, sizes=sizes)
     entropy, sizes = bundle_entropy_from_ids(ids, y, g, c)
     return BundleStats(num_bundles=g, entropy=entropy, bundle_ids=ids, sizes=sizes)
 
@@ -307,6 +321,12 @@ def conflict_margin(
         if bool(diff.any()):
             best = min(best, float(d[diff].min()))
     return best / q
+
+
+# Criterion kinds implemented outside this module: kind -> fn(a (N, D) float32 finite, labels
+# (N,) int64, num_classes) -> BundleStats. calibrated.py adds "calibrated" when the package is
+# imported, so this module imports no other module of the package.
+GROUPINGS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], BundleStats]] = {}
 
 
 @dataclass(frozen=True)
@@ -365,12 +385,10 @@ class Criterion:
             return bundle_stats(acts, labels, w_max=w_max, lr=lr, batch_size=batch_size, **kw)
         if self.kind == "raw":
             return bundle_stats(acts, labels, mode="raw", **kw)
-        if self.kind == "calibrated":
-            from .calibrated import calibrated_stats  # lazy: calibrated imports this module
-
+        if self.kind in GROUPINGS:  # registered from above (calibrated.py registers itself)
             a, y, c = _prepare(acts, labels, num_classes)
             _check_finite(a, "activations")
-            return calibrated_stats(a, y, c)
+            return GROUPINGS[self.kind](a, y, c)
         if self.kind == "coarse":
             gamma = self.value * resolution(w_max, lr, batch_size)
         elif self.kind == "tol":

@@ -1,41 +1,61 @@
 """Exact grouping of equal rows (docs/method.md §2): 64-bit row hashes, verified exactly.
 
-Imports torch only. :func:`group_rows` partitions the rows of ``transform(a)`` by exact
-equality (-0.0 == 0.0) in two stages:
+Imports torch (and numpy, whose sort is far faster on CPU). :func:`group_rows` partitions the
+rows of ``transform(a)`` by exact equality (-0.0 == 0.0) in two stages:
 
 1. *Raw stage*, on the bits of ``a`` (no transform): a 64-bit hash of 64 sampled columns
    (8 runs of 8, see :func:`sample_segments`) splits the rows into candidate groups; rows
    alone in their group are settled (a different hash proves a different row). Every other
    row is then compared bit for bit with its group's first row over all columns, in
-   cache-sized row chunks (one XOR + count per element). Groups with a mismatch are re-split
-   by a hash of the whole row and verified again; only if the whole-row hash collides too
-   (probability ~2^-60 per pair) do their rows fall back to the sort-based column-block
-   refinement (:func:`refine_sorted`).
+   cache-sized row chunks (one XOR + one byte-wise max per element). Groups with a mismatch
+   are re-split by a hash of the whole row and verified again; only if the whole-row hash
+   collides too (probability ~2^-60 per pair) do their rows fall back to the sort-based
+   column-block refinement (:func:`refine_sorted`).
 2. *Transform stage*: an element-wise transform maps bitwise-equal rows to equal rows, so only
    one representative row per raw group is transformed (and -0.0 made +0.0) and grouped the
-   same way; the raw groups are merged accordingly.
+   same way (its sampled columns are kept from stage 1 when they fit in ``max_block_bytes``);
+   the raw groups are merged accordingly.
 
 Hashes only ever propose groups; every group the result contains has been checked element by
 element, so the partition is exact whatever the hash does. All-distinct data costs the 64
 sampled columns; duplicated data about three memory passes over the input.
+
+On CPU tensors the work runs with at most ``CPU_THREADS`` torch threads (see
+:func:`bounded_threads`): it is many small memory-bound kernels, which extra threads barely
+speed up and which slow down badly when another process holds a core (issue 24). The result
+does not depend on the thread count: every step is integer or element-wise arithmetic.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 
-__all__ = ["first_appearance_ids", "group_rows", "group_rows_exact", "refine_sorted", "row_hash"]
+__all__ = [
+    "CPU_THREADS",
+    "bounded_threads",
+    "first_appearance_ids",
+    "group_rows",
+    "group_rows_exact",
+    "refine_sorted",
+    "row_hash",
+]
 
 #: Largest block (bytes) materialised at once by the fallback refinement.
 CHUNK_BYTES = 64 * 2**20
-#: Row-chunk size (bytes of float32 input) for hashing and verification: fits in L2/L3.
-VERIFY_BYTES = 2 * 2**20
-#: Row-chunk size (bytes of int64 temporaries) of the first hash: temporaries this small are
-#: reused by malloc instead of being page-faulted in afresh on every chunk.
-HASH_BYTES = 256 * 2**10
+#: Row-chunk size (bytes of float32 input) for hashing and verification: fits in L3, and big
+#: enough that the per-chunk kernel launches do not dominate.
+VERIFY_BYTES = 4 * 2**20
+#: Row-chunk size (bytes of int32 sampled columns) of the first hash: few enough kernels per
+#: row, temporaries small enough to be reused by malloc rather than page-faulted afresh.
+HASH_BYTES = 512 * 2**10
+#: Most torch intra-op threads used on CPU tensors (:func:`bounded_threads`); raise it on an
+#: idle many-core machine with very large inputs if you must, results stay the same.
+CPU_THREADS = 1
 #: Columns hashed to propose the first groups: SEGMENTS runs of SEGMENT contiguous columns, the
 #: first at column 0 and the others at fixed pseudo-random places, so that rows equal on a
 #: leading stretch (ReLU zeros, padding) are still told apart by the first hash.
@@ -47,6 +67,22 @@ SEGMENT, SEGMENTS = 8, 8
 Loader = Callable[..., torch.Tensor]
 _MULTIPLIERS: dict[str, torch.Tensor] = {}  # device -> table, grown in blocks of _BLOCK
 _BLOCK = 4096
+
+
+@contextmanager
+def bounded_threads(device: torch.device | str, limit: int | None = None) -> Iterator[None]:
+    """Run the block with at most ``limit`` (default ``CPU_THREADS``) torch threads when
+    ``device`` is the CPU; the caller's setting is restored afterwards, also on error."""
+    limit = CPU_THREADS if limit is None else max(1, int(limit))
+    prev = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or prev <= limit:
+        yield
+        return
+    torch.set_num_threads(limit)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def first_appearance_ids(inverse: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -93,11 +129,12 @@ def _widens(t: torch.Tensor) -> bool:
 
 
 def _differ(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Number of differing words of x and y ((m, w) int32), as a 0-d tensor. Overwrites y
-    (a fresh copy): an in-place XOR keeps the work in cache."""
+    """0-d uint8 tensor, nonzero iff x and y ((m, w) int32) differ somewhere. Overwrites y
+    (a fresh contiguous copy): an in-place XOR keeps the work in cache, and the largest byte
+    of the XOR (zero iff every bit agrees) is a reduction twice as fast as count_nonzero."""
     if _widens(x) and _widens(y):  # the same bits as int64 words: half the XORs
         x, y = x.view(torch.int64), y.view(torch.int64)
-    return torch.count_nonzero(y.bitwise_xor_(x))
+    return y.bitwise_xor_(x).view(torch.uint8).amax()
 
 
 def _chunks(m: int, d: int, block_bytes: int) -> tuple[int, int]:
@@ -131,22 +168,29 @@ def _mismatch(load: Loader, rows: torch.Tensor | slice, reps: torch.Tensor, d: i
     p = reps.numel()
     cr, cc = _chunks(p, d, bb)
     buf = torch.empty(cr, cc, dtype=torch.int32, device=reps.device) if cc == d else None
-    counts, spans = [], []
+    flags, spans = [], []  # flags: nonzero where a chunk has a mismatch
     for r0 in range(0, p, cr):
         for c0 in range(0, d, cc):
             c1 = min(d, c0 + cc)
             x = load(_take(rows, r0, r0 + cr), c0, c1)
             r = reps[r0 : r0 + cr]
             y = load(r, c0, c1, out=None if buf is None else buf[: r.numel()])
-            counts.append(_differ(x, y))
+            flags.append(_differ(x, y))
             spans.append((r0, c0, c1))
     bad = torch.zeros(p, dtype=torch.bool, device=reps.device)
-    for (r0, c0, c1), k in zip(spans, torch.stack(counts).tolist(), strict=True):  # one device sync
+    for (r0, c0, c1), k in zip(spans, torch.stack(flags).tolist(), strict=True):  # one device sync
         if k:
             x = load(_take(rows, r0, r0 + cr), c0, c1)
             y = load(reps[r0 : r0 + cr], c0, c1)
             bad[r0 : r0 + cr] |= (x != y).any(dim=1)
     return bad
+
+
+def _all_distinct(h: torch.Tensor) -> bool:
+    """Whether the values of ``h`` (m,) int64 are pairwise distinct: one sort (numpy's on CPU,
+    an order of magnitude faster than torch's there)."""
+    s = np.sort(h.numpy()) if h.device.type == "cpu" else torch.sort(h).values
+    return not bool((s[1:] == s[:-1]).any())
 
 
 def _split(gid: torch.Tensor | None, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,19 +238,31 @@ def sample_segments(d: int) -> list[tuple[int, int]]:
     return [(c, c + SEGMENT) for c in sorted([0, *picked])]
 
 
-def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.Tensor, int]:
-    """Exact partition of m rows of d int32 columns read through ``load``.
+def _sample_hash(load: Loader, m: int, d: int, segs, cols: torch.Tensor, bb: int, keep: bool):
+    """The first hash (m,) int64 of the sampled columns ``segs`` (indices ``cols``) of m rows
+    read through ``load``, chunk by chunk; and, if ``keep``, those columns (m, S) int32."""
+    step = max(1, min(HASH_BYTES, bb) // (4 * cols.numel()))
+    kept = torch.empty(m, cols.numel(), dtype=torch.int32, device=cols.device) if keep else None
+    hs = []
+    for s in range(0, m, step):
+        buf = None if kept is None else kept[s : s + step]
+        bits = load(slice(s, s + step), 0, d, out=buf, segs=segs)
+        if buf is not None and bits.data_ptr() != buf.data_ptr():
+            buf.copy_(bits)
+        hs.append(row_hash(bits, cols=cols))
+    return torch.cat(hs), kept
+
+
+def _exact_groups(
+    load: Loader, m: int, d: int, bb: int, device, h: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Exact partition of m rows of d int32 columns read through ``load``, starting from the
+    groups that ``h`` (m,), the hash of the sampled columns, proposes.
     Returns (ids (m,) numbered by first appearance, number of groups)."""
-    segs = sample_segments(d)
-    cols = torch.cat([torch.arange(c0, c1) for c0, c1 in segs]).to(device)
-    step = max(1, min(HASH_BYTES, bb) // (8 * cols.numel()))
-    h = torch.cat(
-        [row_hash(load(slice(s, s + step), 0, d, segs=segs), cols=cols) for s in range(0, m, step)]
-    )  # (m,): the hash of the sampled columns
+    if _all_distinct(h):  # every row alone: distinct rows, numbered in order
+        return torch.arange(m, device=device), m
     gid, counts = _split(None, h)
     num = counts.numel()
-    if num == m:  # every row alone: distinct rows, numbered in order
-        return torch.arange(m, device=device), m
     pending = torch.nonzero(counts[gid] > 1).flatten()  # rows that share a proposed group
     rounds = 0
     while pending.numel():
@@ -232,10 +288,15 @@ def _exact_groups(load: Loader, m: int, d: int, bb: int, device) -> tuple[torch.
     return first_appearance_ids(gid, g), g
 
 
-def pick(x: torch.Tensor, rows: torch.Tensor | slice, segs: list[tuple[int, int]]) -> torch.Tensor:
-    """The column ranges ``segs`` of x[rows], side by side, without copying whole rows
-    (slices and a cat: far faster than index_select along columns)."""
-    return torch.cat([x[rows, c0:c1] for c0, c1 in segs], dim=1)
+def pick(
+    x: torch.Tensor, rows: torch.Tensor | slice, segs: list[tuple[int, int]], out=None
+) -> torch.Tensor:
+    """The column ranges ``segs`` of x[rows], side by side (into ``out`` if given), without
+    copying whole rows (slices and a cat: far faster than index_select along columns)."""
+    parts = [x[rows, c0:c1] for c0, c1 in segs]
+    if out is not None and out.shape[0] == parts[0].shape[0]:
+        return torch.cat(parts, dim=1, out=out)
+    return torch.cat(parts, dim=1)
 
 
 def group_rows_exact(
@@ -244,7 +305,16 @@ def group_rows_exact(
     max_block_bytes: int = CHUNK_BYTES,
 ) -> tuple[torch.Tensor, int, torch.Tensor]:
     """:func:`group_rows` that also returns ``reps`` (R,) int64: rows such that every row of
-    ``a`` is bitwise equal to one of them (so, e.g., ``a`` is finite iff ``a[reps]`` is)."""
+    ``a`` is bitwise equal to one of them (so, e.g., ``a`` is finite iff ``a[reps]`` is).
+    Runs under :func:`bounded_threads`."""
+    with bounded_threads(a.device):
+        return _group_rows_exact(a, transform, max_block_bytes)
+
+
+def _group_rows_exact(
+    a: torch.Tensor, transform, max_block_bytes: int
+) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """The work of :func:`group_rows_exact`."""
     n, d = a.shape
     dev = a.device
     if n == 1 or d == 0:
@@ -252,17 +322,21 @@ def group_rows_exact(
         return zero, 1, zero[:1]
     a = a if a.dtype == torch.float32 else a.to(torch.float32)  # the metric is on float32
     raw = a.view(torch.int32)
+    segs = sample_segments(d)
+    cols = torch.cat([torch.arange(c0, c1) for c0, c1 in segs]).to(dev)
 
     def load_raw(idx, c0: int, c1: int, out=None, segs=None) -> torch.Tensor:
         if segs is not None:
-            return pick(raw, idx, segs)
+            return pick(raw, idx, segs, out=out)
         if isinstance(idx, slice):
             return raw[idx, c0:c1]
         if (c0, c1) != (0, d):
             return raw[idx, c0:c1]
         return raw.index_select(0, idx) if out is None else torch.index_select(raw, 0, idx, out=out)
 
-    raw_ids, g_raw = _exact_groups(load_raw, n, d, max_block_bytes, dev)
+    keep = n * cols.numel() * 4 <= max_block_bytes  # keep the sampled columns for stage 2
+    h, sampled = _sample_hash(load_raw, n, d, segs, cols, max_block_bytes, keep)
+    raw_ids, g_raw = _exact_groups(load_raw, n, d, max_block_bytes, dev, h)
     reps = torch.arange(n, device=dev)
     if g_raw < n:  # first row of each raw group, increasing
         reps = torch.full((g_raw,), n, dtype=torch.int64, device=dev).scatter_reduce_(
@@ -272,12 +346,16 @@ def group_rows_exact(
     def load_t(idx, c0: int, c1: int, out=None, segs=None) -> torch.Tensor:
         if g_raw < n:  # representative i is row reps[i] of a: no copy of the rows
             idx = reps[idx]
-        blk = a[idx, c0:c1] if segs is None else pick(a, idx, segs)
+        if segs is None:
+            blk = a[idx, c0:c1]
+        else:  # the sampled columns: from stage 1 if kept
+            blk = pick(a, idx, segs) if sampled is None else sampled[idx].view(torch.float32)
         if transform is not None:
             blk = transform(blk).to(torch.float32)
         return (blk + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
 
-    ids_t, g = _exact_groups(load_t, g_raw, d, max_block_bytes, dev)
+    h, _ = _sample_hash(load_t, g_raw, d, segs, cols, max_block_bytes, False)
+    ids_t, g = _exact_groups(load_t, g_raw, d, max_block_bytes, dev, h)
     return (ids_t if g_raw == n else ids_t[raw_ids]), g, reps
 
 
@@ -289,9 +367,9 @@ def group_rows(
     """Partition the rows of ``transform(a)`` ((N, D) float32) by exact equality (-0.0 == 0.0).
 
     ``transform`` is element-wise (applied to column blocks of representative rows only).
-    Extra memory: O(N) ids plus cache-sized chunks (the fallback: one block of at most
-    ``max_block_bytes``). Returns (ids (N,) int64 numbered by first
-    appearance, number of groups). Exact: see the module docstring.
+    Extra memory: O(N) ids plus cache-sized chunks (the fallback, and the sampled columns
+    kept for stage 2: blocks of at most ``max_block_bytes`` each). Returns (ids (N,) int64
+    numbered by first appearance, number of groups). Exact: see the module docstring.
     """
     ids, g, _ = group_rows_exact(a, transform, max_block_bytes)
     return ids, g
