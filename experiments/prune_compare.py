@@ -23,7 +23,8 @@ import torch
 
 from conflicting_bundles.prune import count_params, prune_model, time_forward
 from conflicting_bundles.prune.command import PruneConfig, run_compare
-from conflicting_bundles.prune.loading import load_batches, load_model
+from conflicting_bundles.prune.inputs import load_batches
+from conflicting_bundles.prune.loading import load_model
 from conflicting_bundles.prune.runner import SCORERS
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from conflicting_bundles.prune import find_blocks, get_scorer, iterative_prune, rank, remove_blocks
 from conflicting_bundles.prune.fetch import TOPICS_FILE, minilm_dir
-from conflicting_bundles.prune.loading import read_sentences, split_sentences, text_batches
+from conflicting_bundles.prune.inputs import read_sentences, split_sentences, text_batches
 from conflicting_bundles.runs import write_csv, write_json
 
 SCORERS = ["conflict", "block-influence", "angular", "activation-entropy", "reverse-order", "loss"]
@@ -175,7 +175,7 @@ def fashion_one(name, model, prep, args) -> list[dict]:
     import time
 
     from conflicting_bundles.prune import evaluate, heal, trainable_count
-    from conflicting_bundles.prune.loading import load_batches, train_stream
+    from conflicting_bundles.prune.inputs import load_batches, train_stream
 
     torch.manual_seed(0)
     stream = train_stream("fashion-mnist", 128, args.data_dir, limit=args.train_limit, prep=prep)
@@ -238,7 +238,7 @@ def fashion_one(name, model, prep, args) -> list[dict]:
 def fashion(args) -> None:
     import torchvision.models as tvm
 
-    from conflicting_bundles.prune.loading import ImagePrep
+    from conflicting_bundles.prune.inputs import ImagePrep
 
     rows = []
     torch.manual_seed(0)

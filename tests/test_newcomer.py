@@ -145,3 +145,16 @@ def test_report_tables_use_readers_names_for_columns():
 
     text = html_table([{"latency_ms_b64": 0.1, "wall_s": 3.0}], None, HEADERS)
     assert "latency b64 (ms)" in text and "wall (s)" in text and "latency_ms_b64" not in text
+
+
+def test_accuracy_plots_use_percent_like_the_headlines(tmp_path, monkeypatch):
+    """Item 10: the y axis of accuracy.png is in % (the rows hold fractions)."""
+    from conflicting_bundles import report_kinds, runs
+
+    runs.write_csv(tmp_path / "metrics.csv", [{"epoch": 1, "train_acc": 0.25, "test_acc": 0.5}])
+    drawn = {}
+    monkeypatch.setattr(report_kinds, "plot_curves",
+                        lambda series, p, **kw: drawn.update({p.name: (series, kw)}))  # fmt: skip
+    report_kinds._train_plots(tmp_path)
+    series, kw = drawn["accuracy.png"]
+    assert series["test_acc"][1] == [50.0] and kw["ylabel"] == "accuracy (%)"

@@ -205,7 +205,7 @@ def minilm():
 
 def test_minilm_padding_does_not_move_the_choice(minilm):
     from conflicting_bundles.prune.fetch import TOPICS_FILE
-    from conflicting_bundles.prune.loading import read_sentences
+    from conflicting_bundles.prune.inputs import read_sentences
 
     _, model, tok = minilm
     sents, topics = read_sentences(TOPICS_FILE)

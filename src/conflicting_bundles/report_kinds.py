@@ -97,18 +97,18 @@ def _train(d: Path) -> tuple[str, list[Path]]:
 
 
 def _train_plots(d: Path) -> list[Path]:
-    """accuracy.png and bundles.png from metrics.csv (drawn when absent or older)."""
+    """accuracy.png (in %) and bundles.png from metrics.csv (drawn when absent or older)."""
     m = d / "metrics.csv"
     if not m.is_file():
         return []
     rows = read_csv(m)
-    out = []
-    epochs = [r.get("epoch") for r in rows]
+    out, epochs = [], [r.get("epoch") for r in rows]
 
     def draw(name: str, cols: list[str], ylabel: str, title: str) -> None:
         p = d / name
+        k = {c: 100.0 if c.endswith("_acc") and ylabel.endswith("(%)") else 1.0 for c in cols}
         series = {
-            c: (epochs, [r.get(c) if isinstance(r.get(c), (int, float)) else None for r in rows])
+            c: (epochs, [k[c] * r[c] if isinstance(r.get(c), (int, float)) else None for r in rows])
             for c in cols
             if any(isinstance(r.get(c), (int, float)) for r in rows)
         }
@@ -119,7 +119,7 @@ def _train_plots(d: Path) -> list[Path]:
         out.append(p)
 
     accs = [c for c in (rows[0] if rows else {}) if c.endswith("_acc") or c.endswith("_acc_pct")]
-    draw("accuracy.png", accs, "accuracy", "Accuracy per epoch")
+    draw("accuracy.png", accs, "accuracy (%)", "Accuracy per epoch")
     draw("bundles.png", ["num_bundles", "bundle_entropy"], "value", "Bundles (last probe point)")
     return out
 

@@ -170,13 +170,14 @@ def plots(out: Path, steps: list[dict]) -> None:
     for s in steps:
         m = runs.read_csv(out / "steps" / f"step_{s['step']:03d}" / "metrics.csv")
         if any(r.get("test_acc") is not None for r in m):
-            acc[f"step {s['step']}"] = ([r["epoch"] for r in m], [r.get("test_acc") for r in m])
+            pct = [None if r.get("test_acc") is None else 100 * r["test_acc"] for r in m]
+            acc[f"step {s['step']}"] = ([r["epoch"] for r in m], pct)
     if not acc:  # every step diverged before a test accuracy
         return
     plot_curves(
         acc,
         out / "accuracy.png",
         xlabel="epoch (within step)",
-        ylabel="test accuracy",
+        ylabel="test accuracy (%)",
         title="Accuracy per search step",
     )

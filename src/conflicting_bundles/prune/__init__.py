@@ -18,7 +18,8 @@ from .baselines import (
 )
 from .discovery import Block, find_blocks
 from .heal import evaluate, heal, trainable_count
-from .loading import ImagePrep, build_spec, load_model, read_sentences, text_batches
+from .inputs import ImagePrep, read_sentences, text_batches
+from .loading import build_spec, load_model
 from .runner import (
     SCORERS,
     PruneResult,

@@ -25,16 +25,15 @@ from .batches import attention_mask, batch_len, first_inputs, split_batch
 from .config import DEFAULT_SCORE_SAMPLES, PruneConfig
 from .discovery import run_model, to_device
 from .heal import evaluate, heal, logits_of, parse_train, trainable_count
-from .loading import (
+from .inputs import (
     ImagePrep,
     load_batches,
-    load_model,
     read_sentences,
-    require,
     split_sentences,
     text_batches,
     train_stream,
 )
+from .loading import load_model, require
 from .outputs import (
     compare_headline,
     open_out,

@@ -5,31 +5,26 @@ REMOVABLE. Pruning k blocks removes the k highest-scoring ones. Scores that are 
 "importance" (block influence, angular distance, activation entropy) are negated.
 
 Every scorer except ``random`` runs the model once (eval mode, no_grad) on the first
-``n_samples`` samples of ``batches`` with a forward hook per block (a :class:`ProbePoint` of
-``probes.py``) that captures the block input x and output y, both (B, ...) of the same shape.
+``n_samples`` samples of ``batches``, a hook per block (a ``probes.ProbePoint``) capturing the
+block input x and output y, both (B, ...) of the same shape.
 
 Registered scorers (``get_scorer(name, **kwargs)``):
 
 - ``conflict``: bundle entropy (``metric.bundle_stats``, reference criterion by default) of the
-  block's residual branch, one row per sample (a sequence: its real tokens in order,
-  zero-padded to the longest sample, so padding does not change the score). Needs labels.
-  Ties (the reference criterion almost never fires on healthy nets, so most blocks have
-  entropy 0) are broken by the conflict margin
-  (``metric.conflict_margin``: the smallest max-norm distance between differently labelled
-  branch rows, in units of the criterion's resolution; smaller = closer to conflicting):
-  ``score = entropy + TIE / (1 + margin)`` with TIE = 1e-6, far below any entropy difference
-  that N <= 10^5 samples can produce. Per-block details (entropy, num_bundles, margin, which
-  activation was read) are in ``scorer.details`` after ``score``.
+  block's residual branch, one row per sample (a sequence: its real tokens in order, zero-padded
+  to the longest sample, so padding does not change the score). Needs labels. Ties (most
+  healthy blocks have entropy 0) are broken by the conflict margin (``metric.conflict_margin``,
+  units of the criterion's resolution; smaller = closer to conflicting): ``score = entropy +
+  TIE / (1 + margin)``, TIE = 1e-6, far below any entropy difference of N <= 10^5 samples.
+  Per-block details (entropy, num_bundles, margin, activation read) are in ``scorer.details``.
 - ``block-influence``: BI = 1 - cos(x, y), mean over positions (ShortGPT, Men et al. 2024);
   score = -BI.
 - ``angular``: arccos(cos(x, y)) / pi, mean over positions (Gromov et al. 2024, for one
   block); score = -distance.
 - ``activation-entropy``: mean over features of the binary entropy (bits) of the sign of the
-  residual branch y - x, P(branch > 0) estimated over samples and positions (the on/off entropy
-  of Liao et al. 2023's entropy-guided depth pruning). A branch that is almost always on or
-  always off per feature acts nearly linearly; score = -entropy.
-- ``random``: uniform in [0, 1), seeded; no forward pass.
-- ``reverse-order`` and ``loss`` (SLEB-style calibration loss): see ``baselines.py``.
+  residual branch y - x over samples and positions (Liao et al. 2023's on/off entropy): a
+  branch almost always on or off per feature acts nearly linearly; score = -entropy.
+- ``random`` (uniform in [0, 1), seeded), ``reverse-order``, ``loss`` (SLEB): baselines.py.
 
 "Positions" (the rows cosines are taken over): a (B, D) tensor has B rows; a (B, T, D) sequence
 has B*T token rows over the last dim; a (B, C, H, W...) feature map has B*H*W rows over channels
