@@ -695,3 +695,16 @@ def test_cli_errors_are_messages(tmp_path):
     assert res.exit_code == 2 and "pass --arch" in res.output
     res = run_cli(["--model", "x", "--dataset", "synthetic", "--scorer", "magic"])
     assert res.exit_code != 0 and "unknown scorer" in res.output
+
+
+def test_an_unknown_scorer_option_is_an_error_not_dropped():
+    """Issue 22, item 7: get_scorer refuses an option the scorer does not take (naming the
+    ones it does); scorer_options picks a scorer's own options out of a shared dict."""
+    from conflicting_bundles.prune.scorers import scorer_options
+
+    with pytest.raises(TypeError, match="'angular' takes no option 'seed'.*n_samples"):
+        get_scorer("angular", seed=3)
+    shared = {"seed": 3, "n_samples": 8, "criterion": "reference"}
+    assert scorer_options("angular", shared) == {"n_samples": 8}
+    assert scorer_options("random", shared) == {"seed": 3, "n_samples": 8}
+    assert get_scorer("conflict", **scorer_options("conflict", shared)).n_samples == 8

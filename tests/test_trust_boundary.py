@@ -319,7 +319,7 @@ def test_kill_pid_stops_like_ctrl_c_with_the_resume_hint(command, tmp_path):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)  # fmt: skip
     deadline = time.monotonic() + 60
-    while not list(out.rglob("metrics.jsonl")) and time.monotonic() < deadline:
+    while not list(out.rglob("last.pt")) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)

@@ -277,9 +277,14 @@ def register(app: typer.Typer) -> None:
                 + f" Once there is room, {then}."
             ) from e
         except KeyboardInterrupt:
+            run = Path(out or cfg.out)
+            saved = (run / "checkpoints" / "last.pt").is_file()
             make_console(stderr=True).print(
                 "interrupted; the last completed epoch is saved. Continue with "
-                f"`cbundles train --resume --out {escape(str(out or cfg.out))}`.",
+                f"`cbundles train --resume --out {escape(str(run))}`."
+                if saved
+                else "interrupted before the first epoch was saved: nothing to resume; start "
+                "the run again (with --force if its folder was created).",
                 highlight=False,
             )
             raise typer.Exit(130) from None

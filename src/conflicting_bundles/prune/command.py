@@ -44,7 +44,7 @@ from .outputs import (
     warnings_as_notes,
 )
 from .runner import compare_scorers, prune_model, time_forward, write_compare
-from .scorers import get_scorer
+from .scorers import get_scorer, scorer_options
 from .surgery import count_params, save_pruned
 
 __all__ = ["PruneConfig", "run_prune", "run_compare", "quality", "samples_used"]
@@ -136,7 +136,7 @@ def quality(model: nn.Module, full: nn.Module, batches: list) -> dict:
 
 def samples_used(name: str, scorer_kwargs: dict, batches: list) -> int | None:
     """How many of ``batches``' samples scorer ``name`` reads (None: it reads no data)."""
-    sc = get_scorer(name, **scorer_kwargs)
+    sc = get_scorer(name, **scorer_options(name, scorer_kwargs))
     if not sc.uses_data:
         return None
     have = sum(batch_len(split_batch(b)[0]) for b in batches)
@@ -195,7 +195,7 @@ def run_prune(
     with open_out(cfg.out, force) as rd, warnings_as_notes(say) as notes:
         model, base = _load(cfg, say)
         score_batches, eval_batches, stream = _data(cfg, base)
-        kwargs = cfg.scorer_kwargs(spec)
+        kwargs = scorer_options(cfg.scorer, cfg.scorer_kwargs(spec))
         n_used = samples_used(cfg.scorer, kwargs, score_batches)
         mode = "iterative " if cfg.iterative else ""
         say(f"scoring blocks with {mode}{cfg.scorer!r} {scoring_text(n_used)}")

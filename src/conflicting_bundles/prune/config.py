@@ -126,7 +126,7 @@ class PruneConfig:
         return run if (run / "config.json").is_file() and (run / "arch.json").is_file() else None
 
     def scorer_kwargs(self, spec: MeasureSpec | None = None) -> dict:
-        """Options for every scorer (get_scorer keeps those a scorer takes)."""
+        """Options for every scorer (scorers.scorer_options picks one scorer's own)."""
         spec = spec or self.measure_spec()[0]
         kw = dict(spec=spec, criterion=self.criterion, seed=self.seed)
         if self.n_samples is not None:

@@ -19,7 +19,7 @@ from .baselines import iterative_prune
 from .batches import first_inputs
 from .discovery import Block, find_blocks, model_device, run_model, to_device
 from .heal import evaluate
-from .scorers import get_scorer
+from .scorers import get_scorer, scorer_options
 from .surgery import count_params, remove_blocks
 
 __all__ = [
@@ -194,7 +194,7 @@ def compare_scorers(
             kw = dict(scorer_kwargs or {})
             if seed is not None:
                 kw["seed"] = seed
-            sc = get_scorer(name, **kw)
+            sc = get_scorer(name, **scorer_options(name, kw))  # one dict for every scorer
             order = rank(sc.score(model, found, score_batches))
             for k in range(1, kmax + 1):
                 chosen = order[:k]

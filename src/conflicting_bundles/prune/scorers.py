@@ -35,9 +35,8 @@ mapping with an ``attention_mask`` (a tokenizer's output) contribute only their 
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -45,7 +44,6 @@ from torch import nn
 from ..measurespec import MeasureSpec
 from ..metric import Criterion, weight_amplitude
 from ..probes import Probe, ProbePoint
-from ..registry import Registry
 from .batches import (
     attention_mask,
     batch_len,
@@ -57,6 +55,13 @@ from .batches import (
     slice_inputs,
 )
 from .discovery import Block, run_model
+from .scorer_registry import (
+    SCORER_REGISTRY,
+    get_scorer,
+    list_scorers,
+    register_scorer,
+    scorer_options,
+)
 
 __all__ = [
     "Scorer",
@@ -68,35 +73,10 @@ __all__ = [
     "register_scorer",
     "get_scorer",
     "list_scorers",
+    "scorer_options",
 ]
 
 DECODER_MASK = "decoder_attention_mask"  # masks the decoder blocks of an encoder-decoder
-SCORER_REGISTRY: Registry[type[Scorer]] = Registry(
-    "scorer", unknown="unknown scorer {name!r}; available: {names}."
-)
-
-
-def register_scorer(name: str) -> Callable[[type[Scorer]], type[Scorer]]:
-    """Class decorator: make a Scorer subclass available as ``get_scorer(name)``."""
-
-    def add(cls: type[Scorer]) -> type[Scorer]:
-        cls.name = name
-        return SCORER_REGISTRY.add(name, cls)
-
-    return add
-
-
-def list_scorers() -> list[str]:
-    """Registered scorer names, in registration order."""
-    return SCORER_REGISTRY.names()
-
-
-def get_scorer(name: str, **kwargs) -> Scorer:
-    """A scorer instance by name; keyword arguments go to its constructor (unknown ones are
-    dropped, so one option dict can configure every scorer, e.g. from a CLI)."""
-    cls = SCORER_REGISTRY.get(name)  # ValueError listing the registered scorers
-    params = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in kwargs.items() if k in params})
 
 
 # ------------------------------------------------------------------------------ base class
