@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from .common import ArrayDataset
-from .registry import recipe_of
 
 __all__ = [
     "brightness",
@@ -107,6 +106,21 @@ def _train_imagenette(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return brightness(x, BRIGHTNESS, g)
 
 
+def _no_lookup(name: str) -> str:
+    raise RuntimeError("no dataset registry installed its recipe lookup (import .data first)")
+
+
+# dataset name -> its recipe: data.registry installs its recipe_of here when the package is
+# imported (this module sits below the registry and imports nothing of it).
+_recipe_of: Callable[[str], str] = _no_lookup
+
+
+def set_recipe_lookup(fn: Callable[[str], str]) -> None:
+    """Install the dataset-name -> recipe lookup (data.registry.recipe_of)."""
+    global _recipe_of
+    _recipe_of = fn
+
+
 # recipe -> (eval transform, train transform), both on x/255 in float32.
 RECIPES: dict[str, tuple[Callable, Callable]] = {
     "gray": (_identity, _train_gray),
@@ -126,7 +140,7 @@ def preprocess(name: str, images: torch.Tensor) -> torch.Tensor:
     """Evaluation preprocessing of dataset ``name``: uint8 (N, C, H, W) -> float32 (N, C, H, W).
     The same as ``iterate(..., augment=False)``."""
     _check_images(images)
-    return RECIPES[recipe_of(name)][0](images.float() / 255.0)
+    return RECIPES[_recipe_of(name)][0](images.float() / 255.0)
 
 
 def make_generator(seed: int, epoch: int) -> torch.Generator:
@@ -174,7 +188,7 @@ def iterate(
         r, w = shard
         if not (isinstance(r, numbers.Integral) and isinstance(w, numbers.Integral) and 0 <= r < w):
             raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
-    eval_fn, train_fn = RECIPES[recipe_of(ds.name)]
+    eval_fn, train_fn = RECIPES[_recipe_of(ds.name)]
     g = make_generator(seed, epoch)
     n = len(ds)
     order = torch.randperm(n, generator=g) if shuffle else None

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from . import checkerboard, cifar, synthetic
+from . import augment, checkerboard, cifar, synthetic, user
 from .common import ArrayDataset, CorruptDataError, DatasetError, DatasetNotFoundError
 from .sources import (
     SPLITS,
@@ -71,6 +71,7 @@ SOURCES: Registry[Source] = Registry(
 def register_source(source: Source, *, replace: bool = False) -> Source:
     """Make ``source`` a dataset under ``source.info.name`` (listed by ``cbundles datasets``);
     a taken name is an error unless ``replace``."""
+    user.RESERVED.add(source.info.name)  # from_torch(...) refuses a registered name
     return SOURCES.add(source.info.name, source, replace=replace)
 
 
@@ -109,9 +110,7 @@ def _source(name: str) -> Source:
     k = checkerboard.parse_k(name)
     if k is not None:
         return _CHECKERBOARDS.setdefault(k, checkerboard.CheckerboardSource.of(k))
-    from .user import user_source  # folder:PATH and from_torch(...) data
-
-    src = user_source(name)
+    src = user.user_source(name)  # folder:PATH and from_torch(...) data
     if src is None:
         raise SOURCES.unknown_error(name)
     return src
@@ -132,6 +131,9 @@ def recipe_of(name: str) -> str:
     if recipe == checkerboard.RECIPE:
         checkerboard.install_recipe()
     return recipe
+
+
+augment.set_recipe_lookup(recipe_of)  # augment.iterate / preprocess look recipes up here
 
 
 def _missing_message(src: Source, root: Path, fetch_error: Exception | None) -> str:

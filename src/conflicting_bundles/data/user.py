@@ -34,6 +34,7 @@ TEST_EVERY = 5  # one-folder layout: every 5th image per class is held out as th
 _TEST_DIRS = ("val", "test")
 _MEMORY: dict[str, MemorySource] = {}
 _FOLDERS: dict[str, FolderSource] = {}
+RESERVED: set[str] = set()  # registered dataset names (data.registry adds each one)
 
 
 # ------------------------------------------------------------------------------ image folders
@@ -272,11 +273,9 @@ def from_torch(
     recipe: preprocessing/augmentation recipe (augment.RECIPES): default "gray" for one
     channel, "cifar" otherwise (standardise; crop, flip, brightness when augmenting).
     """
-    from .registry import list_datasets
-
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if name in list_datasets() or name.startswith(FOLDER_PREFIX) or not name:
+    if name in RESERVED or name.startswith(FOLDER_PREFIX) or not name:
         raise ValueError(f"name {name!r} is taken by a built-in dataset; choose another")
     x, y = _collect(data, limit)
     old = _MEMORY.get(name)
