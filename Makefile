@@ -48,12 +48,12 @@ pytest-real: setup
 	$(BIN)/python -m pytest -p no:cacheprovider -m real tests
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check src tests benchmarks experiments scripts
+	$(BIN)/ruff format --check src tests benchmarks experiments scripts
 
 format: setup
-	$(BIN)/ruff format src tests benchmarks experiments
-	$(BIN)/ruff check --fix src tests benchmarks experiments
+	$(BIN)/ruff format src tests benchmarks experiments scripts
+	$(BIN)/ruff check --fix src tests benchmarks experiments scripts
 
 bench: setup
 	$(BIN)/python benchmarks/bench_metric.py

@@ -2,7 +2,7 @@
 # The GPU check (docs/scale-out.md, "A lent GPU"). Run from the repository root on the GPU
 # machine; the packed data folder must have travelled with the tree:
 #
-#   here:   .venv/bin/python -m conflicting_bundles.gpucheck --pack-data gpu-data
+#   here:   PYTHONPATH=scripts .venv/bin/python -m gpucheck --pack-data gpu-data
 #   there:  bash scripts/gpu_check.sh            (carry: gpu-data)
 #
 # Writes benchmarks/results/gpu/{correctness,speed,scale}.json, and copies them to $OUT when
@@ -36,7 +36,7 @@ if [ ! -f "$DATA/mnist.npz" ]; then
     exit 2
 fi
 # 3. The check itself (<= 7 minutes by default).
-PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$PY" -m conflicting_bundles.gpucheck \
+PYTHONPATH=src:scripts${PYTHONPATH:+:$PYTHONPATH} "$PY" -m gpucheck \
     --data-dir "$DATA" --out "$RESULTS" "$@"
 rc=$?
 if [ -n "${OUT:-}" ] && [ -d "$RESULTS" ]; then

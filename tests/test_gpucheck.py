@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conflicting_bundles.gpucheck import main
+from gpucheck import main
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -74,7 +73,7 @@ def test_scale_trains_lesions_and_autotunes(smoke):
 
 
 def test_scale_runs_are_sized_from_the_measured_step_time(tmp_path):
-    from conflicting_bundles.gpucheck import Settings
+    from gpucheck import Settings
 
     s = Settings(out=tmp_path, per_step_s=0.1)
     assert s.fit_limit(seconds=10_000, epochs=1) is None  # 938 steps fit: the whole split
@@ -90,14 +89,14 @@ def test_unknown_part_is_a_clear_error(capsys):
 
 
 def test_a_failing_part_records_its_error_and_the_next_part_runs(tmp_path, monkeypatch):
-    from conflicting_bundles.gpucheck import correctness
+    from gpucheck import correctness
 
     def boom(s, device):
         raise RuntimeError("simulated CUDA failure")
 
     monkeypatch.setattr(correctness, "run", boom)
     speed_ran = []
-    from conflicting_bundles.gpucheck import speed
+    from gpucheck import speed
 
     monkeypatch.setattr(speed, "run", lambda s, device: speed_ran.append(1) or {})
     assert main(["--smoke", "--parts", "correctness,speed", "--out", str(tmp_path)]) == 0

@@ -3,9 +3,9 @@ the same answers there, measures what our machinery costs, and runs the paper's 
 a time budget reaches. See docs/scale-out.md ("A lent GPU") for how to run it on a machine that
 receives a copy of the working tree.
 
-    python -m conflicting_bundles.gpucheck --pack-data gpu-data       # here: data to carry
-    python -m conflicting_bundles.gpucheck --data-dir gpu-data        # there: <= 7 minutes
-    python -m conflicting_bundles.gpucheck --smoke --out /tmp/gpu     # CPU, seconds (CI)
+    PYTHONPATH=scripts python -m gpucheck --pack-data gpu-data       # here: data to carry
+    PYTHONPATH=scripts python -m gpucheck --data-dir gpu-data        # there: <= 7 minutes
+    PYTHONPATH=scripts python -m gpucheck --smoke --out /tmp/gpu     # CPU, seconds (CI)
 
 Writes one JSON file per part into ``--out`` (default benchmarks/results/gpu/):
 correctness.json (part 1), speed.json (part 2), scale.json (part 3), each with the device

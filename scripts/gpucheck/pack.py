@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DatasetNotFoundError, default_data_dir, load_dataset
-from ..data.idx import IDX_FILES, find_idx_dir
+from conflicting_bundles.data import DatasetNotFoundError, default_data_dir, load_dataset
+from conflicting_bundles.data.idx import IDX_FILES, find_idx_dir
 
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from .. import runs
-from ..autotune import AutotuneConfig, autotune
-from ..data import iterate, load_dataset
-from ..lesion import LesionConfig, accuracy, lesion_run
-from ..train import train
+from conflicting_bundles import runs
+from conflicting_bundles.autotune import AutotuneConfig, autotune
+from conflicting_bundles.data import iterate, load_dataset
+from conflicting_bundles.lesion import LesionConfig, accuracy, lesion_run
+from conflicting_bundles.train import train
+
 from .common import Settings, attempt, timed, write_part
 from .speed import train_config
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import create_model
-from ..data import load_dataset, num_batches
-from ..data.augment import BRIGHTNESS, brightness, random_crop
-from ..train import TrainConfig, make_optimizer, train
+from conflicting_bundles import create_model
+from conflicting_bundles.data import load_dataset, num_batches
+from conflicting_bundles.data.augment import BRIGHTNESS, brightness, random_crop
+from conflicting_bundles.train import TrainConfig, make_optimizer, train
+
 from .common import Settings, attempt, timed, write_part
 
 CONFIGS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))

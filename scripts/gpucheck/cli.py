@@ -1,4 +1,4 @@
-"""Arguments of ``python -m conflicting_bundles.gpucheck`` and the order of the parts."""
+"""Arguments of ``PYTHONPATH=scripts python -m gpucheck`` and the order of the parts."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ DEFAULT_OUT = Path("benchmarks/results/gpu")
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m conflicting_bundles.gpucheck",
+        prog="PYTHONPATH=scripts python -m gpucheck",
         description="Correctness, speed and paper-scale checks on one CUDA device "
         "(docs/scale-out.md).",
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .. import runs
+from conflicting_bundles import runs
 
 PARTS = ("correctness", "speed", "scale")
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .. import bundle_stats, create_model, measure
-from ..data import iterate, load_dataset
-from ..train import TIME_COLUMNS, TrainConfig, train
+from conflicting_bundles import bundle_stats, create_model, measure
+from conflicting_bundles.data import iterate, load_dataset
+from conflicting_bundles.train import TIME_COLUMNS, TrainConfig, train
+
 from .common import Settings, attempt, write_part
 from .speed import train_config
 
@@ -77,7 +78,7 @@ def _block_output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _short_training(model, x_all, y_all, device: torch.device, steps: int) -> None:
-    from ..train import make_optimizer
+    from conflicting_bundles.train import make_optimizer
 
     opt = make_optimizer(model.parameters(), TrainConfig())
     model.train()

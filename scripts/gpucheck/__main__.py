@@ -1,4 +1,4 @@
-"""python -m conflicting_bundles.gpucheck"""
+"""PYTHONPATH=scripts python -m gpucheck"""
 
 from .cli import main
 
