@@ -15,6 +15,8 @@ import time
 import torch
 from torch import nn
 
+from .modelmode import evaluating
+
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -27,19 +29,17 @@ def latency_ms(
     """Median forward time in milliseconds for a batch of ``batch`` inputs of ``in_shape``."""
     p = next(model.parameters())
     x = torch.randn(batch, *in_shape, device=p.device, dtype=p.dtype)
-    was = model.training
-    model.eval()
     times = []
-    for i in range(warmup + repeats):
-        if p.is_cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        model(x)
-        if p.is_cuda:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    model.train(was)
+    with evaluating(model):
+        for i in range(warmup + repeats):
+            if p.is_cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            model(x)
+            if p.is_cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
     return 1e3 * statistics.median(times)
 
 

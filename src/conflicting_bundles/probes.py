@@ -30,6 +30,7 @@ from .metric import (
     reference_transform,
     weight_amplitude,
 )
+from .modelmode import evaluating
 from .rowgroups import first_appearance_ids
 
 __all__ = [
@@ -313,15 +314,10 @@ def measure(
         r.offset += g
         r.dim = a.shape[1]
 
-    was_training = model.training
-    model.eval()
     chunk = forward_chunk or n
-    try:
-        with torch.no_grad(), Probe(model, points, on_activation=on_act):
-            for s in range(0, n, chunk):
-                model(x[s : s + chunk])
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad(), Probe(model, points, on_activation=on_act):
+        for s in range(0, n, chunk):
+            model(x[s : s + chunk])
 
     results = []
     c = num_classes if num_classes is not None else int(y.max()) + 1

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..measurespec import MeasureSpec
 from ..metric import Criterion, weight_amplitude
+from ..modelmode import evaluating
 from ..probes import probe
 from .config import LesionConfig
 
@@ -26,17 +27,13 @@ def accuracy(
     """Top-1 accuracy (a fraction in 0..1) of ``model`` in eval mode; x (N, C, H, W) float32,
     y (N,). The model's train/eval mode is restored. on_batch(seen, N): called after each
     batch (the study's progress lines)."""
-    was = model.training
-    model.eval()
     correct = 0
-    try:
+    with evaluating(model):
         for s in range(0, len(y), batch_size):
             logits = model(x[s : s + batch_size])  # (B, classes)
             correct += int((logits.argmax(1) == y[s : s + batch_size]).sum())
             if on_batch is not None:
                 on_batch(min(s + batch_size, len(y)), len(y))
-    finally:
-        model.train(was)
     return correct / max(1, len(y))
 
 
@@ -55,13 +52,8 @@ def block_signals(
     Each (block, criterion) is :meth:`MeasureSpec.layer_stats`, as measure_run and prune's
     conflict scorer compute it."""
     spec = (spec or cfg.measure_spec()).replace(w_max=weight_amplitude(model))
-    was = model.training
-    model.eval()
-    try:
-        with probe(model, kind=spec.kind) as p:
-            model(x)
-    finally:
-        model.train(was)
+    with evaluating(model), probe(model, kind=spec.kind) as p:
+        model(x)
     info = {d["name"]: d for d in model.block_info()}
     crits = [Criterion.parse(c).name for c in cfg.criteria]
     rows = []

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modelmode import evaluating
 from .batches import attention_mask, iter_samples, split_batch
 from .discovery import Block, find_blocks, run_model, to_device
 from .scorers import Scorer, get_scorer, register_scorer
@@ -118,10 +119,8 @@ def calibration_loss(
 ) -> tuple[float, str]:
     """(mean loss, kind) of ``model`` on ``batches``; kind is "cross-entropy", "lm-loss" or
     "1-cos-to-full" (then ``reference`` holds the full model's features per batch)."""
-    was = model.training
-    model.eval()
     total, count, kind = 0.0, 0, ""
-    try:
+    with evaluating(model):
         device = next(model.parameters()).device
         for i, batch in enumerate(batches):
             x, y = split_batch(batch)
@@ -147,8 +146,6 @@ def calibration_loss(
                 f = output_features(out, mask)
                 total += float((1 - F.cosine_similarity(f, reference[i].to(f.device))).sum())
                 count += f.shape[0]
-    finally:
-        model.train(was)
     return total / max(count, 1), kind
 
 
@@ -170,11 +167,8 @@ class LossScorer(Scorer):
         device = next(model.parameters()).device
         data = list(iter_samples(batches, self.n_samples, device))
         ref_model = self.reference if self.reference is not None else model
-        with torch.no_grad():
-            was = ref_model.training
-            ref_model.eval()
+        with torch.no_grad(), evaluating(ref_model):
             ref = [output_features(run_model(ref_model, x), attention_mask(x)) for x, _ in data]
-            ref_model.train(was)
         self.details, out = {}, {}
         for b in blocks:
             loss, kind = calibration_loss(remove_blocks(model, [b.name]), data, ref)

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..modelmode import evaluating
+
 __all__ = ["Block", "find_blocks", "run_model", "default_example", "weight_layers"]
 
 # How the block regex is given: `cbundles prune --block-regex` / find_blocks(blocks=...).
@@ -201,10 +203,8 @@ def _trace_shapes(model: nn.Module, candidates, example) -> dict[str, tuple]:
 
     for name, module, *_ in candidates:
         handles.append(module.register_forward_hook(hook_for(name), with_kwargs=True))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             run_model(model, to_device(example, model_device(model)))
     except Exception as e:  # a wrong example must say so, not show torch internals only
         raise ValueError(
@@ -215,7 +215,6 @@ def _trace_shapes(model: nn.Module, candidates, example) -> dict[str, tuple]:
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return seen
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modelmode import evaluating
 from .batches import batch_len, split_batch
 from .discovery import find_blocks, run_model, to_device
 
@@ -85,11 +86,8 @@ def head_and_last(model: nn.Module, example, last: int) -> list[nn.Parameter]:
     handles = [m.register_forward_pre_hook(pre) for m in model.modules()]
     handles.append(blocks[-1].module.register_forward_hook(post))
     try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
+        with torch.no_grad(), evaluating(model):
             run_model(model, to_device(example, _device(model)))
-            model.train(was)
     finally:
         for h in handles:
             h.remove()
@@ -194,11 +192,9 @@ def _fit(model, batches, steps, opt, loss_fn, still: list[nn.Module], progress) 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable) -> float:
     """Top-1 accuracy over ``batches`` of (x, y); eval mode, restored afterwards."""
-    was_training = model.training
-    model.eval()
     device = _device(model)
     correct = total = 0
-    try:
+    with evaluating(model):
         for batch in batches:
             x, y = split_batch(batch)
             if y is None:
@@ -206,8 +202,6 @@ def evaluate(model: nn.Module, batches: Iterable) -> float:
             pred = logits_of(run_model(model, to_device(x, device))).argmax(dim=-1)
             correct += int((pred == y.to(device)).sum())
             total += y.numel() if y.dim() > 1 else batch_len(x)
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("evaluate got no samples.")
     return correct / total

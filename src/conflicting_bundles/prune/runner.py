@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..modelmode import evaluating
 from ..runs import write_csv
 from .baselines import iterative_prune
 from .batches import first_inputs
@@ -124,11 +125,9 @@ def example_device(x) -> torch.device:
 @torch.no_grad()
 def time_forward(model: nn.Module, example, repeats: int = 20, warmup: int = 3) -> float:
     """Median seconds of one forward on ``example`` (eval mode)."""
-    was = model.training
-    model.eval()
     example = to_device(example, model_device(model))
     times = []
-    try:
+    with evaluating(model):
         for i in range(warmup + repeats):
             t = time.perf_counter()
             run_model(model, example)
@@ -136,8 +135,6 @@ def time_forward(model: nn.Module, example, repeats: int = 20, warmup: int = 3) 
                 torch.cuda.synchronize()  # kernels are asynchronous: wait before reading time
             if i >= warmup:
                 times.append(time.perf_counter() - t)
-    finally:
-        model.train(was)
     times.sort()
     return times[len(times) // 2]
 

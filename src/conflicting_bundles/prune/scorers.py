@@ -43,6 +43,7 @@ from torch import nn
 
 from ..measurespec import MeasureSpec
 from ..metric import Criterion, weight_amplitude
+from ..modelmode import evaluating
 from ..probes import Probe, ProbePoint
 from .batches import (
     attention_mask,
@@ -131,9 +132,7 @@ class Scorer:
         self._mask = None  # attention mask (B, T) of the chunk being run, or None
 
         points = self.points(model, blocks)
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(model):
             called: set[str] = set()
 
             decoder = decoder_blocks(model, blocks)  # T5: their own decoder_attention_mask
@@ -159,8 +158,6 @@ class Scorer:
                         run_model(model, chunk)
                     if y is not None:
                         labels.append(y)
-        finally:
-            model.train(was_training)
         missed = [b.name for b in blocks if b.name not in called]
         if missed:
             raise ValueError(

@@ -15,6 +15,7 @@ from torch import nn
 from .. import distributed
 from ..data import ArrayDataset, iterate, load_dataset
 from ..factory import import_factory, is_factory_path
+from ..modelmode import evaluating
 from ..models import create_model, model_signature
 from .config import EVAL_BATCH, OPTIMIZERS, TrainConfig
 
@@ -199,10 +200,8 @@ def evaluate(
     eval mode; the model's train/eval mode is restored. shard: (rank, world) under torchrun:
     each rank evaluates its slice of every batch and the sums are all-reduced, so every rank
     returns the whole set's figures (every rank must call it)."""
-    was = model.training
-    model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    try:
+    with evaluating(model):
         for x, y in iterate(
             ds, batch_size, shuffle=False, augment=False, device=device, shard=shard
         ):
@@ -212,8 +211,6 @@ def evaluate(
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
-    finally:
-        model.train(was)
     if shard is not None:
         sums = distributed.all_reduce_sum(
             torch.tensor([loss_sum, correct, n], dtype=torch.float64, device=device)

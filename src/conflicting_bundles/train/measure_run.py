@@ -9,6 +9,7 @@ import torch
 from .. import runs
 from ..data import iterate, load_dataset
 from ..measurespec import LayerResult, MeasureSpec
+from ..modelmode import evaluating
 from ..probes import Probe, resolve_points
 from .components import resolve_device, split_validation, w_max
 from .config import TrainConfig
@@ -65,13 +66,8 @@ def measure_run(
     def on_act(name: str, a: torch.Tensor) -> None:
         results[name] = spec.layer_stats(a, y, num_classes=ds.num_classes, name=name, margin=margin)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), Probe(model, points, on_activation=on_act):
-            model(x)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad(), Probe(model, points, on_activation=on_act):
+        model(x)
     missed = [p.name for p in points if p.name not in results]
     if missed:
         raise RuntimeError(f"probe points {', '.join(missed)} were never reached in the forward.")
