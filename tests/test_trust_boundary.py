@@ -326,3 +326,13 @@ def test_kill_pid_stops_like_ctrl_c_with_the_resume_hint(command, tmp_path):
     text, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, text[-2000:]
     assert "interrupted" in text and "--resume" in text and "Traceback" not in text
+
+
+def test_search_refuses_a_folder_holding_another_commands_run(trained):
+    """search locks its --out and marks it like every other command."""
+    before = (trained / "report.html").read_bytes()
+    refused(run("search", "--dataset", "synthetic", "--model", "fnn", "--width", "4", "--depth",
+                "2", "--methods", "fixed", "--epochs", "1", "--val-split", "16", "--train-limit",
+                "64", "--test-limit", "16", "--out", trained),
+            "holds a run of cbundles train")  # fmt: skip
+    assert (trained / "report.html").read_bytes() == before

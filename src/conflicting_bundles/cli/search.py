@@ -9,6 +9,7 @@ from rich.console import Console
 
 from ..console import make_console
 from ..data import DatasetError
+from ..rundir import locked
 from ..runs import RunDirError
 from ..search.records import CONV_START, FNN_START, VAL_SPLIT_DEFAULTS, Budget, SearchStart
 from ..train.config import check_names
@@ -24,6 +25,7 @@ from .common import (
     parse_blocks,
     parse_number,
     print_config,
+    sigterm_as_interrupt,
 )
 
 # What benchmarks/results/bench_search.json recommends (its "recommended"; tests check that
@@ -206,8 +208,9 @@ def register(app: typer.Typer) -> None:
             if print_config_:
                 print_config(resolved)
             log = (lambda t: None) if quiet else (lambda t: console.print(t, markup=False))
-            results = run_methods(start, specs, out, log=log)
-            report = write_outputs(out, start, results, config=resolved)
+            with locked(out, "cbundles search"), sigterm_as_interrupt():  # one search per --out
+                results = run_methods(start, specs, out, log=log)
+                report = write_outputs(out, start, results, config=resolved)
         except (ValueError, TypeError, RunDirError, DatasetError) as e:
             raise error(str(e)) from e
         except KeyboardInterrupt:
