@@ -336,3 +336,32 @@ def test_search_refuses_a_folder_holding_another_commands_run(trained):
                 "64", "--test-limit", "16", "--out", trained),
             "holds a run of cbundles train")  # fmt: skip
     assert (trained / "report.html").read_bytes() == before
+
+
+def test_the_data_cache_lock_never_truncates_a_linked_file(tmp_path):
+    """The data directory's .lock is opened without truncating and never through a link."""
+    from conflicting_bundles.data.sources import exclusive
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / ".lock").symlink_to(victim)
+    with exclusive(root):
+        pass
+    assert victim.read_text() == "precious"
+    (root / ".lock").unlink()
+    (root / ".lock").write_text("kept")  # a regular lock file is reused, not truncated
+    with exclusive(root):
+        pass
+    assert (root / ".lock").read_text() == "kept"
+
+
+def test_a_damaged_cached_search_result_is_run_again(tmp_path):
+    from conflicting_bundles.search.compare import cached_result
+    from conflicting_bundles.search.records import SearchStart
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "fixed.json").write_text('{"start": [1, 2]')
+    start = SearchStart.from_dict({"dataset": "synthetic", "width": 4, "depth": 2})
+    assert cached_result(tmp_path, "fixed", start) is None

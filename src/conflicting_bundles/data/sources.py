@@ -4,6 +4,7 @@ npz cache shared by the sources."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,13 +90,17 @@ def exclusive(root: Path) -> Iterator[None]:
         import fcntl
 
         root.mkdir(parents=True, exist_ok=True)
-        f = open(root / ".lock", "w")  # closed by the `with f` below
+        # never truncated, never through a link (a .lock -> elsewhere must not be touched)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(root / ".lock", flags, 0o666)
     except (ImportError, OSError):
         yield
         return
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when f is closed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
         yield
+    finally:
+        os.close(fd)
 
 
 def cached_npz(cache: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

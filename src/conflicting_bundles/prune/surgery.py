@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..runs import save_checkpoint, write_json
+from ..runs import read_json, save_checkpoint, write_json
 from .discovery import Block
 
 __all__ = ["remove_blocks", "save_pruned", "load_pruned", "pruned_steps", "count_params"]
@@ -239,9 +239,10 @@ def read_meta(path: str | Path) -> dict:
             f"{meta_path} not found: load_pruned needs a directory written by save_pruned "
             f"(with {META_FILE} and {STATE_FILE})."
         )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT}.")
+    meta = read_json(meta_path)  # a bounded regular file; RunDirError naming it if damaged
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{meta_path}: unknown format {got!r}, expected {FORMAT}.")
     return meta
 
 

@@ -11,7 +11,6 @@ ran from; a rerun with the same start reuses it (and trainings are shared and ca
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import threading
 import time
@@ -63,10 +62,13 @@ def cached_result(out: Path, spec: str, start: SearchStart) -> SearchResult | No
     p = Path(out) / "results" / f"{_safe(spec)}.json"
     if not p.exists():
         return None
-    d = json.loads(p.read_text())
-    if _key(d.get("start", {})) != _key(start.to_dict()):
+    try:  # a damaged or foreign file is not a cached result: the method runs again
+        d = runs.read_json(p)
+        if _key(d.get("start", {})) != _key(start.to_dict()):
+            return None
+        return SearchResult.from_dict(d["result"])
+    except (runs.RunDirError, AttributeError, KeyError, TypeError, ValueError):
         return None
-    return SearchResult.from_dict(d["result"])
 
 
 def trainings_finished(out: Path, since: float) -> int:
