@@ -108,52 +108,16 @@ def resolve_points(
     kind names (e.g. "branch", "block-output").
     """
     if layers is None:
-        pts = _declared(model, kind)
-        if pts is None:
-            raise ValueError(
-                f"{type(model).__name__} declares no probe points: pass layers= (module names, "
-                "modules or a regex over named_modules(), e.g. layers=r'layer\\d+\\.\\d+')."
-            )
-        if not pts:
-            what = "(it has no blocks or hidden layers)" if kind is None else f"of kind {kind!r}"
-            raise ValueError(f"{type(model).__name__} declares no probe points {what}.")
-        return pts
+        return _declared_points(model, kind)
     hook_kind = kind or "output"
     if hook_kind not in ("output", "residual-branch"):
         raise ValueError(
             f"kind must be 'output' or 'residual-branch' for named layers, got {kind!r}."
         )
     named = dict(model.named_modules())
-    by_id = {id(m): n for n, m in named.items()}
     if isinstance(layers, (str, nn.Module, ProbePoint)):
         layers = [layers]
-    points: list[ProbePoint] = []
-    for spec in layers:
-        if isinstance(spec, ProbePoint):
-            points.append(spec)
-        elif isinstance(spec, nn.Module):
-            if id(spec) not in by_id:
-                raise ValueError(f"module {type(spec).__name__} is not part of the model.")
-            points.append(ProbePoint(by_id[id(spec)] or "<root>", spec, hook_kind))
-        elif isinstance(spec, str):
-            if spec in named:
-                points.append(ProbePoint(spec, named[spec], hook_kind))
-                continue
-            try:
-                rx = re.compile(spec)
-            except re.error as e:
-                raise ValueError(
-                    f"layer spec {spec!r} is neither a module name nor a regex: {e}"
-                ) from e
-            hits = [ProbePoint(n, m, hook_kind) for n, m in named.items() if n and rx.fullmatch(n)]
-            if not hits:
-                sample = ", ".join(n for n in list(named)[1:8])
-                raise ValueError(f"no module name matches {spec!r}. Names look like: {sample}, ...")
-            points.extend(hits)
-        else:
-            raise TypeError(
-                f"cannot probe {spec!r}: give a module name, module, regex or ProbePoint."
-            )
+    points = [p for spec in layers for p in _spec_points(spec, named, hook_kind)]
     order = {n: i for i, n in enumerate(named)}
     seen: set[str] = set()
     out = []
@@ -162,6 +126,45 @@ def resolve_points(
             seen.add(p.name)
             out.append(p)
     return out
+
+
+def _declared_points(model: nn.Module, kind: str | None) -> list[ProbePoint]:
+    """The model's own probe points of ``kind``; ValueError when it declares none."""
+    pts = _declared(model, kind)
+    if pts is None:
+        raise ValueError(
+            f"{type(model).__name__} declares no probe points: pass layers= (module names, "
+            "modules or a regex over named_modules(), e.g. layers=r'layer\\d+\\.\\d+')."
+        )
+    if not pts:
+        what = "(it has no blocks or hidden layers)" if kind is None else f"of kind {kind!r}"
+        raise ValueError(f"{type(model).__name__} declares no probe points {what}.")
+    return pts
+
+
+def _spec_points(spec, named: dict[str, nn.Module], hook_kind: str) -> list[ProbePoint]:
+    """The probe points one layer spec names: a ProbePoint, a module of the model, an exact
+    module name, or a regex fullmatched against the module names."""
+    if isinstance(spec, ProbePoint):
+        return [spec]
+    if isinstance(spec, nn.Module):
+        name = next((n for n, m in named.items() if m is spec), None)
+        if name is None:
+            raise ValueError(f"module {type(spec).__name__} is not part of the model.")
+        return [ProbePoint(name or "<root>", spec, hook_kind)]
+    if not isinstance(spec, str):
+        raise TypeError(f"cannot probe {spec!r}: give a module name, module, regex or ProbePoint.")
+    if spec in named:
+        return [ProbePoint(spec, named[spec], hook_kind)]
+    try:
+        rx = re.compile(spec)
+    except re.error as e:
+        raise ValueError(f"layer spec {spec!r} is neither a module name nor a regex: {e}") from e
+    hits = [ProbePoint(n, m, hook_kind) for n, m in named.items() if n and rx.fullmatch(n)]
+    if not hits:
+        sample = ", ".join(n for n in list(named)[1:8])
+        raise ValueError(f"no module name matches {spec!r}. Names look like: {sample}, ...")
+    return hits
 
 
 class Probe:
@@ -236,6 +239,61 @@ class _Reduced:
     offset: int = 0
     dim: int = 0
 
+    def add(self, a: torch.Tensor, transform) -> None:
+        """One chunk's activations a (n, D) float32: keep one raw row per distinct transformed
+        row, and each sample's index into the rows kept so far."""
+        ids, g = group_rows(a, transform)
+        first = torch.full((g,), a.shape[0], dtype=torch.int64, device=a.device)
+        first.scatter_reduce_(0, ids, torch.arange(a.shape[0], device=a.device), reduce="amin")
+        self.rows.append(a[first])  # (g, D): distinct rows of this chunk
+        self.ids.append(ids + self.offset)
+        self.offset += g
+        self.dim = a.shape[1]
+
+    def bundle_ids(self, transform) -> tuple[torch.Tensor, int]:
+        """(ids (N,) in first-appearance order, number of bundles) over every chunk."""
+        rows = torch.cat(self.rows)  # (G_total, D)
+        local = torch.cat(self.ids)  # (N,) index into rows
+        if len(self.rows) > 1:
+            gid, _ = group_rows(rows, transform)
+            local = gid[local]
+        g = int(local.max()) + 1
+        return first_appearance_ids(local, g), g
+
+
+class _Collector:
+    """The activations of every probe point across forward chunks: reduced at once to their
+    distinct rows for the exact criteria (reference, raw), kept whole for tolerance ones."""
+
+    def __init__(self, points: list[ProbePoint], crit: Criterion, transform) -> None:
+        self.crit, self.transform = crit, transform
+        self.exact = crit.kind in ("reference", "raw")
+        self.reduced = {p.name: _Reduced() for p in points}
+        self.full: dict[str, list[torch.Tensor]] = {p.name: [] for p in points}
+
+    def on_act(self, name: str, a: torch.Tensor) -> None:
+        a = a.reshape(a.shape[0], -1).to(torch.float32)  # (n, D)
+        if not self.exact:
+            self.full[name].append(a)
+            return
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError(
+                f"layer {name!r} produced NaN/Inf activations: the network has diverged."
+            )
+        self.reduced[name].add(a, self.transform)
+
+    def result(self, name: str, y, c: int, wmax: float, lr: float, batch_size: int) -> LayerResult:
+        """The LayerResult of probe point ``name`` over every chunk; labels y (N,)."""
+        r, full = self.reduced[name], self.full[name]
+        if not (r.rows or full):
+            raise RuntimeError(f"probe point {name!r} was never reached in the forward pass.")
+        if self.exact:
+            ids, g = r.bundle_ids(self.transform)
+            ent, sizes = bundle_entropy_from_ids(ids, y, g, c)
+            return LayerResult(name, g, ent, len(y), r.dim, ids, sizes, self.crit.name, wmax)
+        return layer_result(name, torch.cat(full), y, criterion=self.crit, w_max=wmax, lr=lr,
+                            batch_size=batch_size, num_classes=c)  # fmt: skip
+
 
 def _take_samples(batches, n_samples: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys, have = [], [], 0
@@ -291,58 +349,11 @@ def measure(
     x, y = _take_samples(batches, n_samples, device)
     n = len(y)
     wmax = weight_amplitude(model) if w_max is None else float(w_max)
-    exact = crit.kind in ("reference", "raw")
     transform = reference_transform(wmax, lr, batch_size) if crit.kind == "reference" else None
-    reduced = {p.name: _Reduced() for p in points}
-    full: dict[str, list[torch.Tensor]] = {p.name: [] for p in points}
-
-    def on_act(name: str, a: torch.Tensor) -> None:
-        a = a.reshape(a.shape[0], -1).to(torch.float32)  # (n, D)
-        if not exact:
-            full[name].append(a)
-            return
-        if not bool(torch.isfinite(a).all()):
-            raise ValueError(
-                f"layer {name!r} produced NaN/Inf activations: the network has diverged."
-            )
-        r = reduced[name]
-        ids, g = group_rows(a, transform)  # keep one raw row per distinct transformed row
-        first = torch.full((g,), a.shape[0], dtype=torch.int64, device=a.device)
-        first.scatter_reduce_(0, ids, torch.arange(a.shape[0], device=a.device), reduce="amin")
-        r.rows.append(a[first])  # (g, D): distinct rows of this chunk
-        r.ids.append(ids + r.offset)
-        r.offset += g
-        r.dim = a.shape[1]
-
+    col = _Collector(points, crit, transform)
     chunk = forward_chunk or n
-    with evaluating(model), torch.no_grad(), Probe(model, points, on_activation=on_act):
+    with evaluating(model), torch.no_grad(), Probe(model, points, on_activation=col.on_act):
         for s in range(0, n, chunk):
             model(x[s : s + chunk])
-
-    results = []
     c = num_classes if num_classes is not None else int(y.max()) + 1
-    for p in points:
-        if exact:
-            r = reduced[p.name]
-            if not r.rows:
-                raise RuntimeError(f"probe point {p.name!r} was never reached in the forward pass.")
-            rows = torch.cat(r.rows)  # (G_total, D)
-            local = torch.cat(r.ids)  # (N,) index into rows
-            if len(r.rows) > 1:
-                gid, _ = group_rows(rows, transform)
-                local = gid[local]
-            g = int(local.max()) + 1
-            ids = first_appearance_ids(local, g)
-            ent, sizes = bundle_entropy_from_ids(ids, y, g, c)
-            results.append(LayerResult(p.name, g, ent, n, r.dim, ids, sizes, crit.name, wmax))
-        else:
-            if not full[p.name]:
-                raise RuntimeError(f"probe point {p.name!r} was never reached in the forward pass.")
-            a = torch.cat(full[p.name])
-            results.append(
-                layer_result(
-                    p.name, a, y, criterion=crit, w_max=wmax, lr=lr, batch_size=batch_size,
-                    num_classes=c,
-                )
-            )  # fmt: skip
-    return results
+    return [col.result(p.name, y, c, wmax, lr, batch_size) for p in points]

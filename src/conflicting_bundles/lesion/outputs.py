@@ -44,48 +44,58 @@ def plot_lesion(res: LesionResult, out: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    s = res.summary
-    crits = list(s["by_criterion"])
+    crits = list(res.summary["by_criterion"])
     ncol = min(3, len(crits))
     nrow = math.ceil(len(crits) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 4.3 * nrow), squeeze=False)
     for ax, c in zip(axes.flat, crits, strict=False):
-        for g in _ORDER:
-            rows = [r for r in res.curves if r["group"] == g and r["criterion"] in (c, ALL)]
-            if g != "all":
-                rows = [r for r in rows if r["criterion"] == c]
-            if not rows:
-                continue
-            # every curve starts at the intact model (k = 0)
-            x = 100 * np.array([0.0] + [r["fraction_of_blocks"] for r in rows])
-            m = 100 * np.array([res.base_acc] + [r["test_acc_mean"] for r in rows])  # in %
-            sd = 100 * np.array([0.0] + [r["test_acc_std"] for r in rows])
-            style = _STYLES[g]
-            label = f"{g} (n={rows[0]['group_size']})"
-            ax.plot(x, m, color=_COLORS[g], label=label, **style)
-            ax.fill_between(x, m - sd, m + sd, color=_COLORS[g], alpha=0.15, lw=0)
-        base, tol = 100 * res.base_acc, 100 * s["tolerance"]  # in % and points
-        ax.axhline(base, color="k", lw=0.8, ls="--", label="no lesion")
-        ax.axhline(base - tol, color="k", lw=0.6, ls=":", label=f"-{tol:g} pt")
-        nf = s["by_criterion"][c]["num_flagged"]
-        ax.set_title(
-            f"groups by the {c} criterion ({nf} of {s['num_lesionable']} flagged)", fontsize=10
-        )
-        ax.set_xlabel("blocks lesioned (% of all blocks)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_xlim(0, 100)
-        means = [100 * r["test_acc_mean"] for r in res.curves]
-        tops = [100 * (r["test_acc_mean"] + r["test_acc_std"]) for r in res.curves]
-        lo = min([base - 10, *means])
-        ax.set_ylim(max(0.0, lo - 2), min(100.0, max([base, *tops]) + 1))
-        ax.legend(fontsize=7, loc="lower left")
+        _curve_panel(ax, res, c)
     for ax in list(axes.flat)[len(crits) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "lesion.png", dpi=110)
     plt.close(fig)
+    fig = _single_figure(res, plt)
+    fig.tight_layout()
+    fig.savefig(out / "lesion_single.png", dpi=110)
+    plt.close(fig)
 
-    primary = s["primary_criterion"]
+
+def _curve_panel(ax, res: LesionResult, c: str) -> None:
+    """One panel of lesion.png: every group of criterion ``c`` (and "all"), in %."""
+    s = res.summary
+    for g in _ORDER:
+        rows = [r for r in res.curves if r["group"] == g and r["criterion"] in (c, ALL)]
+        if g != "all":
+            rows = [r for r in rows if r["criterion"] == c]
+        if not rows:
+            continue
+        # every curve starts at the intact model (k = 0)
+        x = 100 * np.array([0.0] + [r["fraction_of_blocks"] for r in rows])
+        m = 100 * np.array([res.base_acc] + [r["test_acc_mean"] for r in rows])  # in %
+        sd = 100 * np.array([0.0] + [r["test_acc_std"] for r in rows])
+        label = f"{g} (n={rows[0]['group_size']})"
+        ax.plot(x, m, color=_COLORS[g], label=label, **_STYLES[g])
+        ax.fill_between(x, m - sd, m + sd, color=_COLORS[g], alpha=0.15, lw=0)
+    base, tol = 100 * res.base_acc, 100 * s["tolerance"]  # in % and points
+    ax.axhline(base, color="k", lw=0.8, ls="--", label="no lesion")
+    ax.axhline(base - tol, color="k", lw=0.6, ls=":", label=f"-{tol:g} pt")
+    nf = s["by_criterion"][c]["num_flagged"]
+    title = f"groups by the {c} criterion ({nf} of {s['num_lesionable']} flagged)"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("blocks lesioned (% of all blocks)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlim(0, 100)
+    means = [100 * r["test_acc_mean"] for r in res.curves]
+    tops = [100 * (r["test_acc_mean"] + r["test_acc_std"]) for r in res.curves]
+    lo = min([base - 10, *means])
+    ax.set_ylim(max(0.0, lo - 2), min(100.0, max([base, *tops]) + 1))
+    ax.legend(fontsize=7, loc="lower left")
+
+
+def _single_figure(res: LesionResult, plt):
+    """lesion_single.png's figure: single-block harm (points) above margin and entropy."""
+    primary = res.summary["primary_criterion"]
     les = [b for b in res.blocks if b["lesionable"]]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
     idx = [b["index"] for b in les]
@@ -111,9 +121,7 @@ def plot_lesion(res: LesionResult, out: str | Path) -> None:
         idx, [b[f"entropy[{primary}]"] for b in les], "C3s", ms=3, label=f"entropy ({primary})"
     )
     ax3.set_ylabel("bundle entropy", color="C3")
-    fig.tight_layout()
-    fig.savefig(out / "lesion_single.png", dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def print_lesion(res: LesionResult, console=None) -> None:
@@ -124,62 +132,12 @@ def print_lesion(res: LesionResult, console=None) -> None:
     console = console or make_console()
     s = res.summary
     tol = plural(fmt(100 * s["tolerance"]), "point")
-    crits = list(s["config"]["criteria"])
-    rows = []
-    for b in res.blocks:
-        rows.append(
-            {
-                "block": b["block"],
-                "idx": b["index"],
-                "margin/q": b["margin"],
-                "H ref": b.get("entropy[reference]"),
-                "flagged by": ",".join(c for c in crits if b[f"flag[{c}]"]) or "-",
-                "single_acc": b["single_acc"],  # print_table: in % and points
-                "single_harm": b["single_harm"],
-            }
-        )
-    print_table(
-        rows, title=f"Blocks (base test accuracy {pct(res.base_acc, decimals=2)})", console=console
-    )
-
-    def rem_row(c: str, g: str, r: dict, harm: float | None) -> dict:
-        return {
-            "criterion": c,
-            "group": g,
-            "size": r["group_size"],
-            "k": r["k"],
-            "share of blocks": pct(r["fraction_of_blocks"]),
-            "single_harm_mean": harm,
-        }
-
-    rem = [rem_row(ALL, "all", s["removable_all_blocks"], None)]
-    for c, d in s["by_criterion"].items():
-        for g, r in d["removable"].items():
-            rem.append(rem_row(c, g, r, d["single_harm_mean"].get(g)))
-    print_table(
-        rem,
-        title=f"Largest lesion set losing < {tol} (mean over sets)",
-        console=console,
-    )
-    short = {
-        "signal": "signal",
-        "spearman": "rho",
-        "p": "p",
-        "partial_given_index": "rho|index",
-        "p_given_index": "p|index",
-        "partial_given_index_projecting": "rho|index,proj",
-        "p_given_index_projecting": "p|index,proj",
-    }
-    print_table(
-        # "entropy[reference]" -> "H reference": rich would read the brackets as markup
-        [
-            {v: r.get(k) for k, v in short.items()}
-            | {"signal": r["signal"].replace("entropy[", "H ").rstrip("]")}
-            for r in res.corr
-        ],
-        title="Rank correlation of each conflict signal with single-lesion harm",
-        console=console,
-    )
+    title = f"Blocks (base test accuracy {pct(res.base_acc, decimals=2)})"
+    print_table(_block_rows(res), title=title, console=console)
+    title = f"Largest lesion set losing < {tol} (mean over sets)"
+    print_table(_removable_rows(s), title=title, console=console)
+    title = "Rank correlation of each conflict signal with single-lesion harm"
+    print_table(_correlation_rows(res), title=title, console=console)
     h = s.get("individually_harmless")
     if h and not h.get("k"):
         console.print(f"no block costs < {tol} alone: none to lesion together", highlight=False)
@@ -193,3 +151,59 @@ def print_lesion(res: LesionResult, console=None) -> None:
     for c, d in s["by_criterion"].items():
         if d["note"]:
             console.print(f"[yellow]note[/yellow] ({c}): {escape(d['note'])}", highlight=False)
+
+
+def _block_rows(res: LesionResult) -> list[dict]:
+    crits = list(res.summary["config"]["criteria"])
+    return [
+        {
+            "block": b["block"],
+            "idx": b["index"],
+            "margin/q": b["margin"],
+            "H ref": b.get("entropy[reference]"),
+            "flagged by": ",".join(c for c in crits if b[f"flag[{c}]"]) or "-",
+            "single_acc": b["single_acc"],  # print_table: in % and points
+            "single_harm": b["single_harm"],
+        }
+        for b in res.blocks
+    ]
+
+
+def _removable_rows(s: dict) -> list[dict]:
+    from ..report import pct
+
+    def row(c: str, g: str, r: dict, harm: float | None) -> dict:
+        return {
+            "criterion": c,
+            "group": g,
+            "size": r["group_size"],
+            "k": r["k"],
+            "share of blocks": pct(r["fraction_of_blocks"]),
+            "single_harm_mean": harm,
+        }
+
+    rem = [row(ALL, "all", s["removable_all_blocks"], None)]
+    for c, d in s["by_criterion"].items():
+        for g, r in d["removable"].items():
+            rem.append(row(c, g, r, d["single_harm_mean"].get(g)))
+    return rem
+
+
+_CORR_COLUMNS = {
+    "signal": "signal",
+    "spearman": "rho",
+    "p": "p",
+    "partial_given_index": "rho|index",
+    "p_given_index": "p|index",
+    "partial_given_index_projecting": "rho|index,proj",
+    "p_given_index_projecting": "p|index,proj",
+}
+
+
+def _correlation_rows(res: LesionResult) -> list[dict]:
+    # "entropy[reference]" -> "H reference": rich would read the brackets as markup
+    return [
+        {v: r.get(k) for k, v in _CORR_COLUMNS.items()}
+        | {"signal": r["signal"].replace("entropy[", "H ").rstrip("]")}
+        for r in res.corr
+    ]
