@@ -14,6 +14,24 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+def snapshot(folder) -> dict:
+    """{relative path: bytes or 'dir'/'link -> target'} of everything under ``folder``: what a
+    test compares before and after a command to show nothing was changed or deleted."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            key = os.path.relpath(p, folder)
+            if os.path.islink(p):
+                out[key] = "link -> " + os.readlink(p)
+            elif os.path.isdir(p):
+                out[key] = "dir"
+            else:
+                with open(p, "rb") as f:
+                    out[key] = f.read()
+    return out
+
+
 def tiny_train_config(out, **kw):
     """A 3x16 FNN on 256 synthetic samples, 2 epochs, no TensorBoard, no progress output;
     ``kw`` overrides any TrainConfig field."""

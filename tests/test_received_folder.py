@@ -6,7 +6,6 @@ error line, no file outside --out changes, and no file the tool did not write is
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conflicting_bundles.cli import app
+from conftest import snapshot
 
 TINY = {"model": "fnn", "model_kwargs": {"width": 4, "depth": 2}, "dataset": "synthetic",
         "epochs": 1, "train_limit": 32, "test_limit": 16, "measure_samples": 8}  # fmt: skip
@@ -23,18 +23,6 @@ COMMANDS = ["train", "autotune", "prune", "lesion", "search"]
 
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def tree(folder) -> dict:
-    """Everything under ``folder``: relative path -> bytes, 'dir' or 'link -> target'."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for n in dirs + files:
-            p = os.path.join(root, n)
-            k = os.path.relpath(p, folder)
-            out[k] = ("link -> " + os.readlink(p)) if os.path.islink(p) else (
-                "dir" if os.path.isdir(p) else open(p, "rb").read())  # fmt: skip
-    return out
 
 
 def no_traceback(res) -> None:
@@ -72,10 +60,10 @@ def test_random_and_mutated_config_files(tmp_path_factory, command, data, raw, j
     (tmp / "mine.txt").write_text("user file")
     f = tmp / "c.json"
     f.write_bytes(junk if raw else json.dumps(data, default=str).encode())
-    before = tree(tmp)
+    before = snapshot(tmp)
     res = run(command, "--config", f, "--out", tmp / "out", "--epochs", "1")
     no_traceback(res)
-    after = tree(tmp)
+    after = snapshot(tmp)
     changed = {k for k in before if after.get(k) != before[k]}
     assert changed == set(), changed  # nothing outside --out changed, nothing deleted
 

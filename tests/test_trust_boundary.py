@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conflicting_bundles import rundir, runs
 from conflicting_bundles.cli import app
+from conftest import snapshot
 
 TINY = ["--model", "fnn", "--width", "8", "--depth", "2", "--dataset", "synthetic", "--epochs",
         "1", "--train-limit", "64", "--test-limit", "32", "--samples", "16"]  # fmt: skip
@@ -27,22 +28,6 @@ def refused(res, *fragments) -> str:
     for f in fragments:
         assert f in text, (f, text)
     return text
-
-
-def snapshot(folder) -> dict:
-    """{relative path: bytes or 'dir'/'link -> target'} of everything under ``folder``."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for n in dirs + files:
-            p = os.path.join(root, n)
-            key = os.path.relpath(p, folder)
-            if os.path.islink(p):
-                out[key] = "link -> " + os.readlink(p)
-            elif os.path.isdir(p):
-                out[key] = "dir"
-            else:
-                out[key] = open(p, "rb").read()
-    return out
 
 
 @pytest.fixture
