@@ -88,12 +88,10 @@ def model_args(pairs: list[str]) -> dict:
 
 
 def fnn_defaults() -> dict:
-    """The fnn factory's own default width and depth."""
-    import inspect
+    """The fnn factory's own default width and depth (read from the model registry)."""
+    from ..models import model_signature
 
-    from ..models.fnn import fnn
-
-    params = inspect.signature(fnn).parameters
+    params = model_signature("fnn").parameters
     return {k: params[k].default for k in ("width", "depth")}
 
 
